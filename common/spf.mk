@@ -1,0 +1,1 @@
+common_libspfgate_a_SOURCES += common/spf.c common/spf.h
