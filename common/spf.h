@@ -59,6 +59,11 @@ enum spf_result spf_check(struct dns_resolver *dns,
                           struct spf_verdict *out);
 void spf_verdict_free(struct spf_verdict *v);
 
+/* spf_check() keeps a libspf2 server per thread (made on first use and
+ * freed when the thread exits); a thread may free its own earlier, e.g.
+ * the main thread before exit, to keep leak checkers quiet. */
+void spf_thread_release(void);
+
 /* "none", "neutral", "pass", "fail", "softfail", "temperror", "permerror" */
 const char *spf_result_str(enum spf_result r);
 int spf_result_parse(const char *s, enum spf_result *out);
