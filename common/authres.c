@@ -95,21 +95,62 @@ authres_comment(char *buf, size_t len, const char *s, size_t max)
 	}
 }
 
+/* Skip white space and RFC 5322 comments (nested, with quoted-pairs). */
+static const char *
+skip_cfws(const char *p)
+{
+	for (;;) {
+		while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+			p++;
+		if (*p != '(')
+			return p;
+		int depth = 0;
+		for (; *p; p++) {
+			if (*p == '\\' && p[1])
+				p++;
+			else if (*p == '(')
+				depth++;
+			else if (*p == ')' && --depth == 0) {
+				p++;
+				break;
+			}
+		}
+		if (depth > 0)
+			return p;
+	}
+}
+
 int
 authres_is_ours(const char *value, const char *authserv_id)
 {
-	size_t n = strlen(authserv_id);
+	char id[256];
+	size_t n = 0;
+	const char *p = skip_cfws(value);
 
-	while (*value == ' ' || *value == '\t' || *value == '\r' || *value == '\n')
-		value++;
-	if (strncasecmp(value, authserv_id, n) != 0)
+	/* The authserv-id is a token or a quoted-string (RFC 8601 §2.2). */
+	if (*p == '"') {
+		for (p++; *p && *p != '"' && n + 1 < sizeof(id); p++) {
+			if (*p == '\\' && p[1])
+				p++;
+			id[n++] = *p;
+		}
+		if (*p != '"')
+			return 0;
+		p++;
+	} else {
+		while (*p && *p != ';' && *p != '(' && *p != ' ' && *p != '\t'
+		       && *p != '\r' && *p != '\n' && n + 1 < sizeof(id))
+			id[n++] = *p++;
+	}
+	id[n] = '\0';
+	if (n && id[n - 1] == '.')
+		id[--n] = '\0';
+	if (strcasecmp(id, authserv_id) != 0)
 		return 0;
-	value += n;
-	/* A trailing dot on the id, then an optional version, then ';'. */
-	if (*value == '.')
-		value++;
-	while (*value == ' ' || *value == '\t' || *value == '\r' || *value == '\n'
-	       || isdigit((unsigned char)*value))
-		value++;
-	return *value == ';' || *value == '\0';
+	/* An optional version number, then ';' or the end (a bare "none"). */
+	p = skip_cfws(p);
+	while (isdigit((unsigned char)*p))
+		p++;
+	p = skip_cfws(p);
+	return *p == ';' || *p == '\0';
 }

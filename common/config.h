@@ -39,7 +39,8 @@ struct config {
 
 /* Fill built-in defaults. */
 void config_defaults(struct config *c);
-/* Defaults, then the file.  0, or -1 with "FILE:LINE: msg" in err. */
+/* Defaults, then the file.  0, or -1 with "FILE:LINE: msg" in err;
+ * call config_free() either way. */
 int config_load(struct config *c, const char *path, char *err, size_t errlen);
 void config_free(struct config *c);
 

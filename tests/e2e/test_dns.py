@@ -46,7 +46,7 @@ def server(tmp_path_factory):
 def dnsq(builddir):
     path = builddir / "tests" / "dnsq"
     if not path.exists():
-        pytest.skip(f"{path} not built (make check builds it)")
+        pytest.fail(f"{path} not built (make check builds it)")
     return path
 
 

@@ -231,6 +231,11 @@ authres_ids(void **state)
 	assert_true(authres_is_ours(" MAIL.example.test 1; none", "mail.example.test"));
 	assert_false(authres_is_ours("mail.example.test.evil; spf=pass", "mail.example.test"));
 	assert_false(authres_is_ours("other.test; spf=pass", "mail.example.test"));
+	assert_true(authres_is_ours("(forged) mail.example.test; spf=pass", "mail.example.test"));
+	assert_true(authres_is_ours("\"mail.example.test\"; spf=pass", "mail.example.test"));
+	assert_true(authres_is_ours("\r\n\t(a (nested) c)mail.example.test.(x) 1 (y); spf=pass", "mail.example.test"));
+	assert_false(authres_is_ours("\"mail.example.test.evil\"; spf=pass", "mail.example.test"));
+	assert_false(authres_is_ours("mail.example.test2; spf=pass", "mail.example.test"));
 }
 
 int
