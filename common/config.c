@@ -19,7 +19,9 @@
 #include <unistd.h>
 
 enum ptype { P_STR, P_DOMAIN, P_DOMAINS, P_CIDRS, P_NAMESERVERS, P_SECONDS,
-             P_BOOL, P_ACTION, P_LOG, P_LISTEN };
+             P_BOOL, P_ACTION, P_LOG, P_LISTEN, P_LISTENS, P_PATH, P_OPTPATH,
+             P_DURATION, P_COUNT, P_MODE, P_HOSTPORT, P_TLS, P_DELIM,
+             P_USERS };
 
 struct param {
 	const char *section;
@@ -49,6 +51,30 @@ static const struct param params[] = {
 	{ "filterd", "on_permerror",  P_ACTION, OFF(filterd.on_result[SPF_RES_PERMERROR]), "tag" },
 	{ "filterd", "helo_check",    P_BOOL,   OFF(filterd.helo_check), "off" },
 	{ "filterd", "dry_run",       P_BOOL,   OFF(filterd.dry_run),    "off" },
+
+	{ "deliverd", "listen",        P_LISTENS,  OFF(deliverd.listen),
+	  "unix:" RUNSTATEDIR "/spfgate/deliverd.sock" },
+	{ "deliverd", "control",       P_PATH,     OFF(deliverd.control),
+	  RUNSTATEDIR "/spfgate/deliverd.ctl" },
+	{ "deliverd", "spool",         P_PATH,     OFF(deliverd.spool),
+	  LOCALSTATEDIR "/spool/spfgate" },
+	{ "deliverd", "mailbox",       P_PATH,     OFF(deliverd.mailbox),
+	  LOCALSTATEDIR "/mail/%u" },
+	{ "deliverd", "mailbox_mode",  P_MODE,     OFF(deliverd.mailbox_mode), "0600" },
+	{ "deliverd", "local_users",   P_USERS,    OFF(deliverd.local_users),  "system" },
+	{ "deliverd", "aliases",       P_OPTPATH,  OFF(deliverd.aliases),      "/etc/aliases" },
+	{ "deliverd", "recipient_delimiter", P_DELIM, OFF(deliverd.recipient_delimiter), "+" },
+	{ "deliverd", "message_size_limit", P_COUNT, OFF(deliverd.message_size_limit), "10240000" },
+	{ "deliverd", "smarthost",     P_HOSTPORT, OFF(deliverd.smarthost),    "" },
+	{ "deliverd", "smarthost_tls", P_TLS,      OFF(deliverd.smarthost_tls), "required" },
+	{ "deliverd", "smarthost_auth_file", P_OPTPATH, OFF(deliverd.smarthost_auth_file), "" },
+	{ "deliverd", "smtp_tls",      P_TLS,      OFF(deliverd.smtp_tls),     "opportunistic" },
+	{ "deliverd", "smtp_port",     P_COUNT,    OFF(deliverd.smtp_port),    "25" },
+	{ "deliverd", "retry_min",     P_DURATION, OFF(deliverd.retry_min),    "5m" },
+	{ "deliverd", "retry_max",     P_DURATION, OFF(deliverd.retry_max),    "1h" },
+	{ "deliverd", "queue_lifetime", P_DURATION, OFF(deliverd.queue_lifetime), "5d" },
+	{ "deliverd", "concurrency",   P_COUNT,    OFF(deliverd.concurrency),  "20" },
+	{ "deliverd", "destination_concurrency", P_COUNT, OFF(deliverd.destination_concurrency), "5" },
 };
 
 static const char *const sections[] = { "global", "relayd", "filterd", "deliverd" };
@@ -150,6 +176,13 @@ apply(struct config *c, const struct param *p, const char *v)
 	const char *bad;
 
 	switch (p->type) {
+	case P_OPTPATH:
+	case P_PATH:
+		if (p->type == P_PATH && v[0] != '/')
+			return "expected an absolute path";
+		if (p->type == P_OPTPATH && v[0] != '\0' && v[0] != '/')
+			return "expected an absolute path or nothing";
+		/* FALLTHROUGH */
 	case P_STR:
 	case P_LOG:
 	case P_LISTEN:
@@ -212,6 +245,116 @@ apply(struct config *c, const struct param *p, const char *v)
 			}
 		return NULL;
 	}
+	case P_LISTENS: {
+		struct strlist *l = f;
+		strlist_free(l);
+		if (strlist_split(l, v) < 0)
+			return "out of memory";
+		if (l->n == 0)
+			return "expected at least one unix:/PATH or inet:PORT@ADDR";
+		for (size_t i = 0; i < l->n; i++)
+			if (!listen_valid(l->v[i])) {
+				snprintf(msg, sizeof(msg), "expected unix:/PATH or inet:PORT@ADDR: %.100s", l->v[i]);
+				return msg;
+			}
+		return NULL;
+	}
+	case P_USERS: {
+		struct strlist *l = f;
+		strlist_free(l);
+		if (strlist_split(l, v) < 0)
+			return "out of memory";
+		for (size_t i = 0; i < l->n; i++)
+			if (strcmp(l->v[i], "system") != 0 && l->v[i][0] != '/')
+				return "expected \"system\" and/or absolute paths of users files";
+		return NULL;
+	}
+	case P_DELIM:
+		if (strlen(v) > 1 || (v[0] && !strchr("+-_=", v[0])))
+			return "expected one of + - _ = or nothing";
+		*(char *)f = v[0];
+		return NULL;
+	case P_MODE: {
+		char *end;
+		long m = strtol(v, &end, 8);
+		if (*v == '\0' || *end != '\0' || m < 0 || m > 0777)
+			return "expected an octal file mode such as 0600";
+		*(int *)f = (int)m;
+		return NULL;
+	}
+	case P_COUNT: {
+		char *end;
+		long n = strtol(v, &end, 10);
+		if (*v == '\0' || *end != '\0' || n < 1 || n > 2147483647L)
+			return "expected a positive number";
+		*(long *)f = n;
+		return NULL;
+	}
+	case P_DURATION: {
+		char *end;
+		long n = strtol(v, &end, 10), mult = 1;
+		if (*v == '\0' || end == v || n < 0)
+			return "expected a duration such as 300, 5m, 1h or 5d";
+		if (*end == 's')
+			end++;
+		else if (*end == 'm')
+			mult = 60, end++;
+		else if (*end == 'h')
+			mult = 3600, end++;
+		else if (*end == 'd')
+			mult = 86400, end++;
+		else if (*end == 'w')
+			mult = 7 * 86400, end++;
+		if (*end != '\0' || n > 365L * 86400 / mult)
+			return "expected a duration such as 300, 5m, 1h or 5d";
+		*(long *)f = n * mult;
+		return NULL;
+	}
+	case P_HOSTPORT: {
+		/* host, host:port, [v6]:port, or nothing */
+		const char *port = NULL;
+		char host[256];
+		if (v[0] == '[') {
+			const char *close = strchr(v, ']');
+			if (close == NULL || (close[1] && close[1] != ':'))
+				return "expected host[:port]";
+			if (close[1] == ':')
+				port = close + 2;
+		} else if (strchr(v, ':')) {
+			port = strchr(v, ':') + 1;
+			if (strchr(port, ':'))
+				return "expected host[:port] (IPv6 in brackets)";
+		}
+		if (port) {
+			char *end;
+			long pn = strtol(port, &end, 10);
+			if (*port == '\0' || *end || pn < 1 || pn > 65535)
+				return "expected host[:port]";
+		}
+		if (v[0] && v[0] != '[') {
+			size_t hl = port ? (size_t)(port - 1 - v) : strlen(v);
+			if (hl == 0 || hl >= sizeof(host))
+				return "expected host[:port]";
+			memcpy(host, v, hl);
+			host[hl] = '\0';
+			if (!addr_domain_valid(host))
+				return "expected host[:port]";
+		}
+		free(*(char **)f);
+		if ((*(char **)f = strdup(v)) == NULL)
+			return "out of memory";
+		return NULL;
+	}
+	case P_TLS:
+		if (strcmp(v, "required") == 0)
+			*(int *)f = TLS_REQUIRED;
+		else if (strcmp(v, "opportunistic") == 0)
+			*(int *)f = TLS_OPPORTUNISTIC;
+		else if (strcmp(v, "none") == 0)
+			*(int *)f = TLS_NONE;
+		else
+			return "expected required, opportunistic or none";
+		return NULL;
 	case P_SECONDS: {
 		char *end;
 		long n = strtol(v, &end, 10);
@@ -363,6 +506,14 @@ config_free(struct config *c)
 	free(c->mail_name);
 	free(c->log);
 	free(c->filterd.listen);
+	strlist_free(&c->deliverd.listen);
+	strlist_free(&c->deliverd.local_users);
+	free(c->deliverd.control);
+	free(c->deliverd.spool);
+	free(c->deliverd.mailbox);
+	free(c->deliverd.aliases);
+	free(c->deliverd.smarthost);
+	free(c->deliverd.smarthost_auth_file);
 	strlist_free(&c->local_domains);
 	strlist_free(&c->nameservers);
 	cidr_list_free(&c->relay_networks);

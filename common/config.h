@@ -15,6 +15,7 @@
 #define CONFIG_DEFAULT_PATH SYSCONFDIR "/spfgate/spfgate.conf"
 
 enum spf_action { SPF_ACT_REJECT, SPF_ACT_TEMPFAIL, SPF_ACT_TAG };
+enum tls_policy { TLS_NONE, TLS_OPPORTUNISTIC, TLS_REQUIRED };
 
 struct config {
 	char *path;                    /* file read, or NULL for built-ins */
@@ -35,6 +36,28 @@ struct config {
 		int helo_check;
 		int dry_run;
 	} filterd;
+
+	/* [deliverd] */
+	struct {
+		struct strlist listen;      /* LMTP: unix:/PATH, inet:PORT@ADDR */
+		char *control;              /* control socket path (queue tool) */
+		char *spool;                /* spool directory */
+		char *mailbox;              /* mbox path template: %u user, %% */
+		int mailbox_mode;           /* mode of a new mailbox */
+		struct strlist local_users; /* "system" and/or users file paths */
+		char *aliases;              /* aliases(5) file, "" for none */
+		char recipient_delimiter;   /* '+' etc, '\0' for none */
+		long message_size_limit;    /* bytes */
+		char *smarthost;            /* host[:port], "" for MX routing */
+		int smarthost_tls;          /* enum tls_policy */
+		char *smarthost_auth_file;  /* "user password" file, "" for none */
+		int smtp_tls;               /* enum tls_policy, MX delivery */
+		long smtp_port;             /* port of remote MX hosts */
+		long retry_min, retry_max;  /* seconds */
+		long queue_lifetime;        /* seconds */
+		long concurrency;           /* deliveries at once, overall */
+		long destination_concurrency; /* per destination */
+	} deliverd;
 };
 
 /* Fill built-in defaults. */

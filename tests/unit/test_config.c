@@ -118,6 +118,49 @@ errors(void **state)
 }
 
 static void
+deliverd_keys(void **state)
+{
+	struct config c;
+	char err[256] = "";
+	assert_int_equal(config_load(&c, NULL, err, sizeof(err)), 0);
+	assert_int_equal(c.deliverd.queue_lifetime, 5 * 86400);
+	assert_int_equal(c.deliverd.retry_min, 300);
+	assert_int_equal(c.deliverd.retry_max, 3600);
+	assert_int_equal(c.deliverd.recipient_delimiter, '+');
+	assert_int_equal(c.deliverd.mailbox_mode, 0600);
+	assert_int_equal(c.deliverd.smarthost_tls, TLS_REQUIRED);
+	assert_string_equal(c.deliverd.smarthost, "");
+	config_free(&c);
+	int rc = load("[deliverd]\n"
+	    "listen = unix:/tmp/d.sock, inet:2424@127.0.0.1\n"
+	    "spool = /tmp/spool\nmailbox = /tmp/mail/%u\nmailbox_mode = 0660\n"
+	    "local_users = system, /etc/spfgate/users\naliases =\n"
+	    "recipient_delimiter =\nsmarthost = [2001:db8::1]:587\n"
+	    "smarthost_tls = opportunistic\nretry_min = 30s\nretry_max = 2h\n"
+	    "queue_lifetime = 1w\nconcurrency = 4\n", &c, err, sizeof(err));
+	if (rc != 0)
+		fail_msg("%s", err);
+	assert_int_equal(c.deliverd.listen.n, 2);
+	assert_int_equal(c.deliverd.local_users.n, 2);
+	assert_string_equal(c.deliverd.aliases, "");
+	assert_int_equal(c.deliverd.recipient_delimiter, '\0');
+	assert_int_equal(c.deliverd.mailbox_mode, 0660);
+	assert_string_equal(c.deliverd.smarthost, "[2001:db8::1]:587");
+	assert_int_equal(c.deliverd.smarthost_tls, TLS_OPPORTUNISTIC);
+	assert_int_equal(c.deliverd.retry_min, 30);
+	assert_int_equal(c.deliverd.retry_max, 7200);
+	assert_int_equal(c.deliverd.queue_lifetime, 7 * 86400);
+	assert_int_equal(c.deliverd.concurrency, 4);
+	config_free(&c);
+	expect_error("[deliverd]\nqueue_lifetime = 5 days\n", "2: queue_lifetime: expected a duration");
+	expect_error("[deliverd]\nspool = var/spool\n", "2: spool: expected an absolute path");
+	expect_error("[deliverd]\nsmarthost = a:b:c\n", "2: smarthost: expected host[:port]");
+	expect_error("[deliverd]\nsmarthost_tls = maybe\n", "2: smarthost_tls: expected required, opportunistic or none");
+	expect_error("[deliverd]\nmailbox_mode = 0999\n", "2: mailbox_mode: expected an octal file mode");
+	expect_error("[deliverd]\nlocal_users = ldap\n", "2: local_users: expected");
+}
+
+static void
 missing_file(void **state)
 {
 	struct config c;
@@ -134,6 +177,7 @@ main(void)
 		cmocka_unit_test(defaults),
 		cmocka_unit_test(full),
 		cmocka_unit_test(errors),
+		cmocka_unit_test(deliverd_keys),
 		cmocka_unit_test(missing_file),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
