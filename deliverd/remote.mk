@@ -1,0 +1,1 @@
+# deliverd remote part
