@@ -129,18 +129,14 @@ addr_parse(const char *s, struct mailbox *out, const char **why)
 		}
 		p++;
 	} else {
-		int prev_dot = 1;
+		/*
+		 * Dots anywhere and 8-bit bytes (SMTPUTF8) are accepted as Postfix
+		 * does: real users have such addresses, and none of them can route
+		 * mail anywhere.  The routing characters are flagged below.
+		 */
 		for (; p < end && *p != '@'; p++) {
 			unsigned char c = (unsigned char)*p;
-			if (c == '.') {
-				if (prev_dot) {
-					*why = "bad dots in local part";
-					return -1;
-				}
-				prev_dot = 1;
-			} else if (is_atext(c)) {
-				prev_dot = 0;
-			} else {
+			if (c != '.' && !is_atext(c) && c < 0x80) {
 				*why = "bad character in local part";
 				return -1;
 			}
@@ -149,10 +145,6 @@ addr_parse(const char *s, struct mailbox *out, const char **why)
 				return -1;
 			}
 			out->local[o++] = (char)c;
-		}
-		if (o > 0 && prev_dot) {
-			*why = "bad dots in local part";
-			return -1;
 		}
 	}
 	out->local[o] = '\0';

@@ -358,8 +358,9 @@ apply(struct config *c, const struct param *p, const char *v)
 	case P_SECONDS: {
 		char *end;
 		long n = strtol(v, &end, 10);
-		if (*v == '\0' || *end != '\0' || n < 1 || n > 3600)
-			return "expected a number of seconds (1..3600)";
+		/* Beyond a minute an MTA's milter timeout fires first. */
+		if (*v == '\0' || *end != '\0' || n < 1 || n > 60)
+			return "expected a number of seconds (1..60)";
 		*(int *)f = (int)n;
 		return NULL;
 	}

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define VALUE_MAX 200       /* longest client value copied into a header */
 
@@ -28,29 +29,40 @@
 static void
 spf_identity(const char *from, const char *helo, char *id, size_t len, int *is_null)
 {
-	char buf[ADDR_MAX + 3];
-	size_t n;
+	const char *b = from, *e;
 
-	while (*from == ' ')
-		from++;
-	snprintf(buf, sizeof(buf), "%s", from);
-	n = strlen(buf);
-	while (n && buf[n - 1] == ' ')
-		buf[--n] = '\0';
-	if (n >= 2 && buf[0] == '<' && buf[n - 1] == '>') {
-		memmove(buf, buf + 1, n - 2);
-		buf[n - 2] = '\0';
-	}
-	*is_null = buf[0] == '\0';
+	while (*b == ' ')
+		b++;
+	e = b + strlen(b);
+	while (e > b && e[-1] == ' ')
+		e--;
+	if (e - b >= 2 && *b == '<' && e[-1] == '>')
+		b++, e--;
+	*is_null = b == e;
 	if (*is_null) {
 		snprintf(id, len, "postmaster@%s", helo ? helo : "");
 		return;
 	}
-	char *at = strrchr(buf, '@');
-	if (at == buf)
-		snprintf(id, len, "postmaster%s", buf);
+	/*
+	 * Never check a truncated domain: that would ask a different domain
+	 * than the sender's.  The domain (after the last '@') is kept whole up
+	 * to one byte more than any valid name, so an over-long one still
+	 * reads as malformed (none, RFC 7208 §4.3); an over-long local part
+	 * becomes "postmaster", like a missing one.
+	 */
+	const char *at = NULL;
+	for (const char *p = b; p < e; p++)
+		if (*p == '@')
+			at = p;
+	const char *dom = at ? at + 1 : b;
+	size_t dlen = (size_t)(e - dom);
+	size_t llen = at ? (size_t)(at - b) : 0;
+	if (dlen > 256)
+		dlen = 256;
+	if (llen == 0 || llen > 64 * 4)
+		snprintf(id, len, "postmaster@%.*s", (int)dlen, dom);
 	else
-		snprintf(id, len, "%s", buf);
+		snprintf(id, len, "%.*s@%.*s", (int)llen, b, (int)dlen, dom);
 }
 
 static enum policy_verdict
@@ -110,7 +122,7 @@ add_received_spf(struct policy_mail *m, const struct config *cfg,
 
 	snprintf(h->name, sizeof(h->name), "Received-SPF");
 	snprintf(b, len, "%s (%s: ", spf_result_str(v->result), cfg->mail_name);
-	authres_comment(b, len, comment, 2 * VALUE_MAX);
+	authres_comment(b, len, comment, 300);
 	snprintf(b + strlen(b), len - strlen(b), ") client-ip=%s; envelope-from=", ipstr);
 	authres_value(b, len, envfrom, VALUE_MAX);
 	snprintf(b + strlen(b), len - strlen(b), "; helo=");
@@ -213,6 +225,9 @@ policy_mail(const struct config *cfg, struct dns_resolver *dns,
 	req.helo = helo;
 	req.receiver = cfg->mail_name;
 	req.timeout_ms = cfg->dns_timeout * 1000;
+	/* One budget for the whole MAIL decision, all identities included. */
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 
 	/* The MAIL FROM identity (for <>: postmaster@HELO, RFC 7208 §2.4). */
 	if (is_null && helo == NULL) {
@@ -240,6 +255,12 @@ policy_mail(const struct config *cfg, struct dns_resolver *dns,
 			snprintf(m->helo.reason, sizeof(m->helo.reason), "HELO is an address literal");
 			m->helo_checked = 1;
 		} else {
+			struct timespec t1;
+			clock_gettime(CLOCK_MONOTONIC, &t1);
+			long used = (t1.tv_sec - t0.tv_sec) * 1000L + (t1.tv_nsec - t0.tv_nsec) / 1000000L;
+			req.timeout_ms = cfg->dns_timeout * 1000 - (int)used;
+			if (req.timeout_ms < 1)
+				req.timeout_ms = 1;
 			snprintf(hid, sizeof(hid), "postmaster@%s", helo);
 			req.sender = hid;
 			spf_check(dns, &req, &m->helo);

@@ -27,7 +27,7 @@ struct policy_client {
 };
 
 #define POLICY_REPLY_MAX 512
-#define POLICY_HDR_MAX 1024
+#define POLICY_HDR_MAX 4096
 
 struct policy_header {
 	char name[32];
@@ -37,7 +37,7 @@ struct policy_header {
 struct policy_mail {
 	/* inputs as understood */
 	char sender[ADDR_MAX + 1];      /* "" for the null sender */
-	char identity[ADDR_MAX + 1];    /* what SPF checked for MAIL FROM */
+	char identity[ADDR_MAX + 300];  /* what SPF checked for MAIL FROM */
 	/* SPF */
 	int bypass;                    /* 0, or why not checked: */
 	char bypass_reason[128];

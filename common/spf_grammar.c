@@ -194,7 +194,7 @@ static int parse_directive(struct spf_record *r, size_t off, size_t n,
 	t->text.len = n;
 	t->qualifier = '+';
 	size_t i = 0;
-	if (strchr("+-~?", s[0])) {
+	if (s[0] != '\0' && strchr("+-~?", s[0])) {
 		t->qualifier = s[0];
 		i = 1;
 	}
@@ -315,7 +315,7 @@ int spf_record_parse(const char *txt, size_t len, struct spf_record *out,
 		if (is_alpha((unsigned char)tok[0])) {
 			nl = 1;
 			while (nl < n && (is_alnum((unsigned char)tok[nl]) ||
-			                  strchr("-_.", tok[nl])))
+			                  (tok[nl] != '\0' && strchr("-_.", tok[nl]))))
 				nl++;
 		}
 		if (nl > 0 && nl < n && tok[nl] == '=') {

@@ -356,8 +356,11 @@ main(int argc, char **argv)
 	pthread_join(milter_thread, NULL);
 	rc = run_rc;
 	left = milter_drain(DRAIN_MS);
-	if (left)
+	if (left) {
+		/* Their threads may still read the configuration: leave it be. */
 		log_warn("stop: %d mail transaction(s) still open, dropped", left);
+		return 1;
+	}
 	log_info("stop");
 	if (sock) {
 		struct stat st;

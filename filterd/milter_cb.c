@@ -361,6 +361,8 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 	}
 	if (s->t.from == NULL)
 		return tempfail_oom(ctx);
+	/* Open before the SPF check, so that a stop waits for the check too. */
+	txn_begin(&s->t);
 
 	if (s->has_ip) {
 		const struct milter_env *e = milter_env_now();
@@ -377,7 +379,6 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 			return r;
 		}
 	}
-	txn_begin(&s->t);
 	return SMFIS_CONTINUE;
 }
 

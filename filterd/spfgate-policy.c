@@ -83,8 +83,8 @@ main(int argc, char **argv)
 		case O_TIMEOUT: {
 			char *end;
 			long v = strtol(optarg, &end, 10);
-			if (*optarg == '\0' || *end || v < 1 || v > 3600) {
-				fprintf(stderr, "spfgate-policy: --dns-timeout: expected seconds (1..3600)\n");
+			if (*optarg == '\0' || *end || v < 1 || v > 60) {
+				fprintf(stderr, "spfgate-policy: --dns-timeout: expected seconds (1..60)\n");
 				return 2;
 			}
 			timeout = (int)v;

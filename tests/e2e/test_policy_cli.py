@@ -179,6 +179,25 @@ def test_dead_dns_server_is_a_temperror(builddir, conf):
     assert re.search(r"^reply: 451 4\.7\.24 ", p.stdout, re.M)
 
 
+def test_helo_check_shares_one_dns_budget(builddir, tmp_path):
+    # Two identities to check, a server that never answers: the MAIL
+    # decision still ends within one dns_timeout (not one per identity).
+    import time
+    c = tmp_path / "helo.conf"
+    c.write_text("[global]\nmail_name = mail.example.test\nrelay_networks =\n"
+                 "dns_timeout = 2\n[filterd]\nhelo_check = on\n")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        t0 = time.monotonic()
+        p = run(builddir, "-c", str(c), "--nameserver", f"127.0.0.1:{port}",
+                "--ip", "203.0.113.9", "--helo", "mx.other.test", "--from", "a@sender.test")
+        elapsed = time.monotonic() - t0
+    assert "spf-mailfrom: temperror" in p.stdout
+    assert "spf-helo: temperror" in p.stdout
+    assert elapsed < 3.5, f"took {elapsed:.1f}s for dns_timeout = 2"
+
+
 HOSTILE = [
     ("a@loop.sender.test", {"permerror"}),
     ("a@many.sender.test", {"permerror"}),

@@ -42,7 +42,9 @@ setup(void **state)
 	      "soft IN TXT \"v=spf1 ~all\"\n"
 	      "broken IN TXT \"v=spf1 ip4:1.2.3.4/99 -all\"\n"
 	      "helo IN TXT \"v=spf1 a -all\"\n"
-	      "helo IN A 203.0.113.5\n", f);
+	      "helo IN A 203.0.113.5\n"
+	      "nul IN TXT \"v=spf1 \\000all\"\n"
+	      "nulmod IN TXT \"v=spf1 a\\000b=x -all\"\n", f);
 	fclose(f);
 	dns = dns_new_zone((const char *const[]){ zpath }, 1, err, sizeof(err));
 	if (dns == NULL)
@@ -225,6 +227,38 @@ hostile_values_stay_in_their_field(void **state)
 }
 
 static void
+long_local_part_keeps_the_domain(void **state)
+{
+	struct policy_mail m;
+	char from[1200];
+	for (size_t n = 50; n < 1100; n += 131) {
+		snprintf(from, sizeof(from), "<%0*d@sender.test>", (int)n, 0);
+		mail("203.0.113.9", "x", from, NULL, &m);
+		if (m.mailfrom.result != SPF_RES_FAIL || m.verdict != POLICY_REJECT)
+			fail_msg("local part of %zu bytes: %s", n, spf_result_str(m.mailfrom.result));
+		assert_string_equal(m.mailfrom.domain, "sender.test");
+		policy_mail_free(&m);
+	}
+	/* An over-long domain is malformed: none, never a prefix of it. */
+	snprintf(from, sizeof(from), "<a@%0300d.sender.test>", 0);
+	mail("203.0.113.9", "x", from, NULL, &m);
+	assert_int_equal(m.mailfrom.result, SPF_RES_NONE);
+	policy_mail_free(&m);
+}
+
+static void
+nul_in_record_is_a_permerror(void **state)
+{
+	struct policy_mail m;
+	mail("203.0.113.9", "x", "<a@nul.sender.test>", NULL, &m);
+	assert_int_equal(m.mailfrom.result, SPF_RES_PERMERROR);
+	policy_mail_free(&m);
+	mail("203.0.113.9", "x", "<a@nulmod.sender.test>", NULL, &m);
+	assert_int_equal(m.mailfrom.result, SPF_RES_PERMERROR);
+	policy_mail_free(&m);
+}
+
+static void
 authres_ids(void **state)
 {
 	assert_true(authres_is_ours("mail.example.test; spf=pass", "mail.example.test"));
@@ -251,6 +285,8 @@ main(void)
 		cmocka_unit_test(helo_check),
 		cmocka_unit_test(bypass),
 		cmocka_unit_test(hostile_values_stay_in_their_field),
+		cmocka_unit_test(long_local_part_keeps_the_domain),
+		cmocka_unit_test(nul_in_record_is_a_permerror),
 		cmocka_unit_test(authres_ids),
 	};
 	return cmocka_run_group_tests_name("policy", tests, setup, teardown);
