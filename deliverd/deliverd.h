@@ -44,4 +44,9 @@ struct lmtp_server *lmtp_listen(struct deliverd *d, char *err, size_t errlen);
 /* Stop accepting; sessions in progress finish.  Then free. */
 void lmtp_close(struct lmtp_server *l);
 
+/* --- control.c: the control socket (queue tool); added by part B --- */
+struct control;
+struct control *control_open(struct deliverd *d, char *err, size_t errlen);
+void control_close(struct control *c);
+
 #endif

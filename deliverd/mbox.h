@@ -42,4 +42,22 @@ enum mbox_status mbox_deliver(const struct mbox_dest *d, const struct mbox_msg *
 int mbox_path(const char *tmpl, const char *user, const char *home,
               char *buf, size_t len);
 
+/* --- additions (engineer C) --- */
+
+/*
+ * How long mbox_deliver waits for the dotlock and the fcntl lock before
+ * giving up with MBOX_TEMP "4.2.0 mailbox locked" (default 20000 ms, as
+ * Postfix's 20 attempts a second apart).  For tests; not thread-safe
+ * against deliveries in progress.
+ */
+void mbox_set_lock_timeout(int ms);
+
+/*
+ * Make the dotlock through a named temporary file
+ * "<mailbox>.lock.spfgate.<pid>" linked to "<mailbox>.lock" (the way
+ * used where O_TMPFILE is not available, NFS for one) even where
+ * O_TMPFILE works.  For tests.
+ */
+void mbox_set_named_lock_temp(int on);
+
 #endif

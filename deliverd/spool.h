@@ -69,7 +69,9 @@ int spool_commit(struct spool_writer *w, char *err, size_t errlen);
 void spool_abort(struct spool_writer *w);
 
 /* Load a message (queue/ or hold/).  0, -1 missing, -2 corrupt (the file
- * has been moved to corrupt/ and logged). */
+ * has been moved to corrupt/ and logged).  On -1, errno is ENOENT when
+ * the message does not exist; any other errno (EMFILE, EIO, ENOMEM) means
+ * it could not be read now and is still there. */
 int spool_load(struct spool *s, const char *id, struct spool_msg *m);
 void spool_msg_free(struct spool_msg *m);
 /* Set a recipient's state durably (pwrite + fdatasync). */
@@ -86,5 +88,21 @@ int spool_release(struct spool *s, const char *id);
 /* Advisory retry information shown by the queue listing. */
 int spool_note_defer(struct spool *s, const char *id, int attempts,
                      const char *last_error);
+
+/* --- additions by the queue core (engineer A) --- */
+
+/* Is this a well-formed queue id (upper-case letters and digits, shorter
+ * than SPOOL_ID_MAX)?  Anything else is never turned into a path. */
+int spool_valid_id(const char *id);
+/* Read defer/<id> back (for the queue listing, and for the scheduler at
+ * start-up).  0, or -1 (no defer file: *attempts 0, last_error ""). */
+int spool_read_defer(struct spool *s, const char *id, int *attempts,
+                     char *last_error, size_t len);
+/* spool_set_state() without the fdatasync: safe against a killed process
+ * at once, against a power loss only once the caller has made it durable
+ * (spool_remove()'s directory fsync, or fdatasync(m->fd)).  Saves one
+ * sync per message when the last recipient is done and the file is about
+ * to be removed anyway. */
+int spool_set_state_nosync(struct spool_msg *m, size_t i, enum rcpt_state st);
 
 #endif

@@ -1,0 +1,73 @@
+/*
+ * lmtp_int.h: what the LMTP server's files share (lmtp.c sessions,
+ * lmtp_server.c listeners, lmtp_commit.c commit threads, lmtp_util.c);
+ * not part of the contract between deliverd's parts.
+ */
+#ifndef SPFGATE_LMTP_INT_H
+#define SPFGATE_LMTP_INT_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "spool.h"
+#include "addr.h"
+
+#define MAX_LISTEN 16
+
+struct event;
+struct evconnlistener;
+struct sockaddr;
+struct deliverd;
+struct commit_pool;
+struct lmtp_session;
+
+struct lmtp_server {
+	struct deliverd *d;
+	struct evconnlistener *ls[MAX_LISTEN];
+	char *paths[MAX_LISTEN];        /* unix socket files to remove */
+	int nls;
+	struct lmtp_session *sessions;  /* every open session (lmtp.c links them) */
+	int nsessions;
+	int closing;                    /* stopping: no new transactions */
+	struct commit_pool *commits;
+	struct event *resume;           /* re-enables accepting after EMFILE */
+};
+
+/* lmtp.c: a session on an accepted connection (sa: the peer). */
+void lmtp_session_start(struct lmtp_server *l, int fd, const struct sockaddr *sa);
+/* Stopping: an idle session gets 421 and goes; 1 if it went. */
+int lmtp_session_stop(struct lmtp_session *s);
+int lmtp_session_busy(const struct lmtp_session *s);     /* commit in flight */
+struct lmtp_session *lmtp_session_next(const struct lmtp_session *s);
+/* Free at once; only when no commit thread runs any more. */
+void lmtp_session_drop(struct lmtp_session *s);
+
+/* One spool_commit() to run on a commit thread; done is made active in
+ * the event loop when it has returned (rc, err filled). */
+struct commit_job {
+	struct spool_writer *w;
+	int rc;
+	char err[256];
+	struct event *done;
+	void *arg;
+	struct commit_job *next;
+};
+
+struct commit_pool *commit_pool_new(char *err, size_t errlen);
+void commit_pool_submit(struct commit_pool *p, struct commit_job *j);
+/* Finish queued commits, stop the threads, free. */
+void commit_pool_free(struct commit_pool *p);
+
+struct mailbox;
+/* "local@domain" (local part quoted unless a dot-atom); malloc'd. */
+char *lmtp_addr_text(const struct mailbox *m);
+/* Split the text after "FROM:"/"TO:" into the <path> (into buf) and the
+ * parameters after it.  0, or -1 on a syntax error. */
+int lmtp_split_path(const char *arg, char *buf, size_t len, const char **params);
+/* Listening sockets (non-blocking), or -1 with err: a unix socket (mode
+ * 0666; a stale file replaced, one in use refused) or inet[6]:PORT@ADDR
+ * (loopback when no address is given). */
+int lmtp_listen_unix(const char *path, char *err, size_t errlen);
+int lmtp_listen_inet(const char *spec, char *err, size_t errlen);
+
+#endif

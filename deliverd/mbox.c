@@ -1,0 +1,1107 @@
+/*
+ * mbox: append one message to an mbox file, all or nothing (mbox.h).
+ *
+ * Format, as Postfix's local(8) and virtual(8) write it (mail_copy.c):
+ *   From <sender, or MAILER-DAEMON>  <asctime of the delivery time>
+ *   Return-Path: <sender>
+ *   Delivered-To: <recipient, as given>
+ *   message, every line that begins with "From " written as ">From "
+ *   (mboxo, as Postfix and Exim quote; ">From " itself is left alone)
+ *   a newline if the message lacks one, then one blank line.
+ * (Postfix adds X-Original-To: when it knows an original recipient; the
+ * interface here has none, so it is not written.)
+ *
+ * Locking, in this order: a mutex per path inside this process (fcntl
+ * locks are per process, so two worker threads would not exclude each
+ * other), the dotlock "<path>.lock", then an fcntl write lock on the
+ * mailbox.  Both waits are polls bounded by the lock timeout; at its end
+ * the delivery is deferred with 4.2.0 "mailbox locked".
+ *
+ * The dotlock never exists without its owner's pid: its content is
+ * written to a file without a name (O_TMPFILE) or, where that is not
+ * available (NFS), to "<path>.lock.spfgate.<pid>", which is then link()ed
+ * to "<path>.lock" (link, like O_EXCL, fails when the lock exists) and the
+ * temporary name removed.  A process sweeps a mailbox directory of such
+ * temporary files left by dead processes (or older than 5 minutes) on its
+ * first delivery there, then at most once a minute, and at once after
+ * breaking a lock whose temporary name was still linked.
+ *
+ * The dotlock holds "<pid> <boot id>\n"; once the mailbox is locked a
+ * second line, the record "<size> <length> <boot id>\n", is added: the
+ * mailbox's size before the append, the number of bytes the append will
+ * write, and the kernel's boot id.  The record is erased again (the file
+ * cut back to its first line, one ftruncate) after the fsync, before the
+ * lock is removed and before mbox_deliver returns.  A lock is stale, and
+ * broken at once, if its pid is gone, or is this very process (a previous
+ * incarnation, since the mutex says no thread of ours holds it), or it
+ * names another boot id than the current one (its pid may have been
+ * reused since); any lock older than 5 minutes is stale too.  Locks that
+ * are not ours (mailutils' dotlock(1) makes an empty one; liblockfile
+ * writes "<pid>") are judged by their pid if they have one, else by their
+ * age only: a fresh empty lock is respected.  The boot id is read before
+ * any lock is judged.  The previous one-line form "<pid> <size> <length>
+ * [<boot id>]" is still understood.
+ *
+ * Crash repair uses a dead writer's record, when the mailbox is now
+ * longer than <size>:
+ *  - same boot id: the writer was killed before mbox_deliver returned, so
+ *    nobody was told the message was delivered and the spool will deliver
+ *    it again; everything after <size> goes, complete or not.  That turns
+ *    the at-least-once window into the few instructions between erasing
+ *    the record and returning (a kill during the fsync, the longest step,
+ *    no longer causes a duplicate).
+ *  - another boot (power loss: the erase or the unlink may not have
+ *    reached the disk while the spool's record of the delivery did): only
+ *    a torn append is removed, one that is not exactly <length> bytes
+ *    ending in a blank line; a complete one is kept (at worst delivered
+ *    twice, never lost).
+ * A stale lock without a record (another program's, or one whose record
+ * was erased) never causes a truncation, nor does a record when the
+ * mailbox is longer than <size> + <length> (someone appended since).  The
+ * record of a lock we broke is copied into our own lock file until the
+ * repair is done, so that a kill in between loses nothing; it is dropped
+ * if another writer got the lock between our breaking it and taking it.
+ *
+ * A kill at any point therefore leaves: no lock, or a lock that is broken
+ * at once; no temporary file (or one the next sweep removes); and a
+ * mailbox that the next delivery cuts back to whole messages, keeping
+ * exactly the appends whose record was erased (those the caller may have
+ * been told of; the spool redelivers the others, and a kill after the
+ * erase but before the spool notes the delivery repeats that one).  An empty mailbox left
+ * by a kill between its creation and its fchown is finished, not
+ * refused.  Then, whoever wrote last, a mailbox that does not end in a
+ * blank line gets newlines first so that the new "From " line starts a
+ * message.  Known limit: a program that
+ * appends under the fcntl lock alone, ignoring a dead writer's dotlock,
+ * would lose its append to this repair.
+ *
+ * Identity: as root with switch_identity, an existing mailbox is opened
+ * with the recipient's fs uid/gid (setfsuid/setfsgid act on the calling
+ * thread only on Linux, which makes this safe in worker threads); a new
+ * one is created as root with O_EXCL, then fchown'ed and fchmod'ed.  The
+ * dotlock is made as root (Debian's /var/mail is writable by group mail
+ * only).  The append, fsync and any truncation run as the recipient.
+ * Symbolic links, non-regular files, files with several links and
+ * (switch_identity) files owned by someone else are refused, 5.2.0.
+ *
+ * Errors: err starts with the enhanced status code, e.g. "4.2.0 ...".
+ */
+#include "mbox.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/fsuid.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define STALE_AGE 300            /* seconds: a dotlock older is broken */
+#define POLL_MS 50
+
+static int lock_timeout_ms = 20000;
+
+void
+mbox_set_lock_timeout(int ms)
+{
+	lock_timeout_ms = ms > 0 ? ms : 1;
+}
+
+/* ---- the per-path mutex inside this process ---- */
+
+struct held {
+	char *path;
+	struct held *next;
+};
+
+static pthread_mutex_t held_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t held_cv = PTHREAD_COND_INITIALIZER;
+static struct held *held_list;
+
+static int
+held_find(const char *path)
+{
+	for (struct held *h = held_list; h; h = h->next)
+		if (strcmp(h->path, path) == 0)
+			return 1;
+	return 0;
+}
+
+/* 0 held, -1 timed out or out of memory. */
+static int
+held_acquire(const char *path, const struct timespec *deadline)
+{
+	struct held *h = malloc(sizeof(*h));
+	if (h == NULL || (h->path = strdup(path)) == NULL) {
+		free(h);
+		return -1;
+	}
+	pthread_mutex_lock(&held_mu);
+	while (held_find(path)) {
+		if (pthread_cond_timedwait(&held_cv, &held_mu, deadline) == ETIMEDOUT &&
+		    held_find(path)) {
+			pthread_mutex_unlock(&held_mu);
+			free(h->path);
+			free(h);
+			return -1;
+		}
+	}
+	h->next = held_list;
+	held_list = h;
+	pthread_mutex_unlock(&held_mu);
+	return 0;
+}
+
+static void
+held_release(const char *path)
+{
+	pthread_mutex_lock(&held_mu);
+	for (struct held **pp = &held_list; *pp; pp = &(*pp)->next)
+		if (strcmp((*pp)->path, path) == 0) {
+			struct held *h = *pp;
+			*pp = h->next;
+			free(h->path);
+			free(h);
+			break;
+		}
+	pthread_cond_broadcast(&held_cv);
+	pthread_mutex_unlock(&held_mu);
+}
+
+/* ---- helpers ---- */
+
+static void fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static int
+past(const struct timespec *deadline)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	return now.tv_sec > deadline->tv_sec ||
+	       (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
+}
+
+static void
+nap(void)
+{
+	struct timespec ts = { 0, POLL_MS * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+/* A write error's status: full disks and quotas are temporary. */
+static enum mbox_status
+io_error(int e, const char *what, const char *path, char *err, size_t errlen)
+{
+	if (e == EDQUOT || e == EFBIG)
+		fail(err, errlen, "4.2.2 mailbox full: %s %s: %s", what, path, strerror(e));
+	else if (e == ENOSPC)
+		fail(err, errlen, "4.3.1 insufficient system storage: %s %s: %s", what,
+		     path, strerror(e));
+	else
+		fail(err, errlen, "4.3.0 %s %s: %s", what, path, strerror(e));
+	return MBOX_TEMP;
+}
+
+static int
+write_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (w == 0) {
+			errno = EIO;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Copy s into the header, control characters replaced: one line only. */
+static size_t
+put_clean(char *o, const char *s)
+{
+	size_t n = 0;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		o[n++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+	}
+	return n;
+}
+
+/*
+ * The bytes of one mbox entry.  Reads the message from the spool file and
+ * quotes it in one pass; *out is malloc'ed.
+ */
+static enum mbox_status
+render(const struct mbox_msg *m, char **out, size_t *outlen, char *err, size_t errlen)
+{
+	const char *sender = m->sender ? m->sender : "";
+	const char *rcpt = m->delivered_to ? m->delivered_to : "";
+	size_t len = (size_t)m->len;
+	char *msg = NULL, *o = NULL;
+
+	if (m->len < 0 || m->off < 0) {
+		fail(err, errlen, "4.3.0 bad message extent");
+		return MBOX_TEMP;
+	}
+	if ((msg = malloc(len + 1)) == NULL)
+		goto nomem;
+	for (size_t got = 0; got < len;) {
+		ssize_t r = pread(m->fd, msg + got, len - got, m->off + (off_t)got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			fail(err, errlen, "4.3.0 cannot read the queue file: %s",
+			     r < 0 ? strerror(errno) : "short file");
+			free(msg);
+			return MBOX_TEMP;
+		}
+		got += (size_t)r;
+	}
+	size_t quotes = 0;
+	for (size_t i = 0; i + 5 <= len; i++)
+		if ((i == 0 || msg[i - 1] == '\n') && memcmp(msg + i, "From ", 5) == 0)
+			quotes++;
+
+	size_t cap = 2 * strlen(sender) + strlen(rcpt) + 128 + len + quotes + 2;
+	if ((o = malloc(cap)) == NULL)
+		goto nomem;
+
+	char date[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	localtime_r(&now, &tm);
+	strftime(date, sizeof(date), "%a %b %e %H:%M:%S %Y", &tm);
+
+	size_t n = 0;
+	memcpy(o + n, "From ", 5), n += 5;
+	if (*sender)
+		n += put_clean(o + n, sender);
+	else
+		memcpy(o + n, "MAILER-DAEMON", 13), n += 13;
+	n += (size_t)snprintf(o + n, cap - n, "  %s\nReturn-Path: <", date);
+	n += put_clean(o + n, sender);
+	memcpy(o + n, ">\nDelivered-To: ", 16), n += 16;
+	n += put_clean(o + n, rcpt);
+	o[n++] = '\n';
+	for (size_t i = 0; i < len; i++) {
+		if ((i == 0 || msg[i - 1] == '\n') && i + 5 <= len &&
+		    memcmp(msg + i, "From ", 5) == 0)
+			o[n++] = '>';
+		o[n++] = msg[i];
+	}
+	if (len == 0 || msg[len - 1] != '\n')
+		o[n++] = '\n';
+	o[n++] = '\n';
+	free(msg);
+	*out = o;
+	*outlen = n;
+	return MBOX_OK;
+nomem:
+	free(msg);
+	fail(err, errlen, "4.3.0 out of memory");
+	return MBOX_TEMP;
+}
+
+/* ---- the dotlock ---- */
+
+struct dotlock {
+	char path[PATH_MAX];
+	char tmp[PATH_MAX + 32];  /* "<path>.lock.spfgate.<pid>" (fallback) */
+	int fd;
+	size_t head;             /* length of the first line "<pid> <boot>\n" */
+	int stale_record;        /* a dead writer's record was found */
+	int same_boot;           /* ... written since the last boot */
+	off_t rec_size, rec_len;
+	char rec_boot[40];       /* ... its boot id ("" if none) */
+};
+
+#define TEMP_TAG ".lock.spfgate."
+#define SWEEP_EVERY 60           /* seconds between sweeps of a directory */
+
+static char boot_id[40] = "-";
+static pthread_once_t boot_once = PTHREAD_ONCE_INIT;
+static int named_temp_only;      /* mbox_set_named_lock_temp */
+
+void
+mbox_set_named_lock_temp(int on)
+{
+	named_temp_only = on;
+}
+
+static void
+read_boot_id(void)
+{
+	char b[64];
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+	if (f == NULL)
+		return;
+	if (fgets(b, sizeof(b), f) && strlen(b) >= 32) {
+		b[strcspn(b, "\n ")] = '\0';
+		snprintf(boot_id, sizeof(boot_id), "%s", b);
+	}
+	fclose(f);
+}
+
+/* Before any lock is written or judged. */
+static void
+boot_init(void)
+{
+	pthread_once(&boot_once, read_boot_id);
+}
+
+static int
+pid_gone(long pid)
+{
+	return pid > 0 && pid <= INT_MAX && kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
+
+/* A boot id's shape (or "-", unknown): not a host name or any other word. */
+static int
+is_boot_id(const char *s)
+{
+	if (strcmp(s, "-") == 0)
+		return 1;
+	if (strlen(s) != 36)
+		return 0;
+	for (int i = 0; i < 36; i++) {
+		int dash = i == 8 || i == 13 || i == 18 || i == 23;
+		if (dash ? s[i] != '-' : !((s[i] >= '0' && s[i] <= '9') ||
+		                           (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	}
+	return 1;
+}
+
+static int
+all_digits(const char *s)
+{
+	if (*s == '\0')
+		return 0;
+	for (; *s; s++)
+		if (*s < '0' || *s > '9')
+			return 0;
+	return 1;
+}
+
+/*
+ * What a lock file says.  Ours: "<pid> <boot>\n", plus "<size> <length>
+ * <boot>\n" while an append is in progress.  Also read: the previous
+ * one-line form "<pid> <size> <length> [<boot>]", and other programs'
+ * "<pid>" (liblockfile) or nothing at all (mailutils' dotlock).
+ */
+struct lockinfo {
+	long pid;                /* 0: none */
+	const char *boot;        /* the holder's boot id, NULL if unknown */
+	int has_rec;
+	long long size, len;
+	const char *rec_boot;    /* NULL if none */
+	char tok[6][48];
+};
+
+static void
+lock_parse(const char *buf, struct lockinfo *li)
+{
+	int nt = 0;
+	memset(li, 0, sizeof(*li));
+	for (const char *p = buf; nt < 6;) {
+		p += strspn(p, " \t\r\n");
+		size_t n = strcspn(p, " \t\r\n");
+		if (n == 0)
+			break;
+		if (n >= sizeof(li->tok[0]))
+			return;          /* not ours, not liblockfile's */
+		memcpy(li->tok[nt], p, n);
+		li->tok[nt++][n] = '\0';
+		p += n;
+	}
+	if (nt == 0 || !all_digits(li->tok[0]) || strlen(li->tok[0]) > 10)
+		return;
+	li->pid = strtol(li->tok[0], NULL, 10);
+	int i = 1;
+	if (i < nt && is_boot_id(li->tok[i]))
+		li->boot = li->tok[i++];
+	if (i + 1 < nt && all_digits(li->tok[i]) && all_digits(li->tok[i + 1]) &&
+	    strlen(li->tok[i]) <= 18 && strlen(li->tok[i + 1]) <= 18) {
+		li->has_rec = 1;
+		li->size = strtoll(li->tok[i], NULL, 10);
+		li->len = strtoll(li->tok[i + 1], NULL, 10);
+		i += 2;
+		if (i < nt && is_boot_id(li->tok[i]))
+			li->rec_boot = li->tok[i];
+	}
+}
+
+/* Read a lock file: is it stale?  Fills rec with a dead writer's record. */
+static int
+dotlock_stale(struct dotlock *rec, int fd, const struct stat *st)
+{
+	char buf[256];
+	struct lockinfo li;
+	ssize_t r = pread(fd, buf, sizeof(buf) - 1, 0);
+
+	boot_init();
+	if (r < 0)
+		r = 0;
+	buf[r] = '\0';
+	lock_parse(buf, &li);
+	int dead = 0;
+	if (li.pid > 0 && li.pid <= INT_MAX)
+		dead = (pid_t)li.pid == getpid() || pid_gone(li.pid);
+	/* made in an earlier boot: its pid may belong to someone else now */
+	const char *made = li.boot ? li.boot : li.rec_boot;
+	if (li.pid > 0 && made && strcmp(made, "-") != 0 && strcmp(boot_id, "-") != 0 &&
+	    strcmp(made, boot_id) != 0)
+		dead = 1;
+	if (dead && li.has_rec && li.size >= 0 && li.len > 0) {
+		rec->stale_record = 1;
+		rec->same_boot = li.rec_boot && strcmp(boot_id, "-") != 0 &&
+		                 strcmp(li.rec_boot, boot_id) == 0;
+		rec->rec_size = (off_t)li.size;
+		rec->rec_len = (off_t)li.len;
+		snprintf(rec->rec_boot, sizeof(rec->rec_boot), "%s",
+		         li.rec_boot ? li.rec_boot : "");
+	}
+	/* an empty or foreign lock: its maker may still be at work */
+	return dead || st->st_mtime + STALE_AGE < time(NULL);
+}
+
+/*
+ * Remove the named temporary files ("<mailbox>.lock.spfgate.<pid>") that
+ * writers killed between creating one and removing it left in dir: those
+ * of dead processes, and any older than STALE_AGE (one lives for a few
+ * system calls).  Our own process's are left to their threads.
+ */
+static void
+sweep_temps(const char *dir)
+{
+	DIR *dp = opendir(dir);
+	if (dp == NULL)
+		return;
+	time_t now = time(NULL);
+	struct dirent *de;
+	while ((de = readdir(dp)) != NULL) {
+		const char *t = strstr(de->d_name, TEMP_TAG);
+		if (t == NULL || t == de->d_name)
+			continue;
+		const char *num = t + strlen(TEMP_TAG);
+		if (!all_digits(num) || strlen(num) > 10)
+			continue;
+		long pid = strtol(num, NULL, 10);
+		struct stat st;
+		if (fstatat(dirfd(dp), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode) || st.st_size > 255)
+			continue;
+		int stale = st.st_mtime + STALE_AGE < now ||
+		            ((pid_t)pid != getpid() && pid_gone(pid));
+		if (stale && unlinkat(dirfd(dp), de->d_name, 0) == 0)
+			log_warn("dir=%s stale lock temp file %s removed", dir, de->d_name);
+	}
+	closedir(dp);
+}
+
+/* Directories swept by this process, and when. */
+struct swept {
+	char *dir;
+	time_t at;
+	struct swept *next;
+};
+
+static pthread_mutex_t swept_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct swept *swept_list;
+static pid_t swept_pid;
+
+/* Sweep mbox's directory if this process has not done so lately. */
+static void
+maybe_sweep(const char *mbox, int force)
+{
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", mbox);
+	char *s = strrchr(dir, '/');
+	if (s == NULL)
+		return;
+	s[s == dir ? 1 : 0] = '\0';
+	time_t now = time(NULL);
+	int due = 1;
+
+	pthread_mutex_lock(&swept_mu);
+	if (swept_pid != getpid()) {
+		/* a new process (fork): whatever its parent did, sweep again;
+		 * the parent's list is left as it is (other threads' memory) */
+		swept_list = NULL;
+		swept_pid = getpid();
+	}
+	struct swept *w;
+	for (w = swept_list; w; w = w->next)
+		if (strcmp(w->dir, dir) == 0)
+			break;
+	if (w && !force && w->at + SWEEP_EVERY > now && w->at <= now)
+		due = 0;
+	else if (w)
+		w->at = now;
+	else if ((w = malloc(sizeof(*w))) != NULL && (w->dir = strdup(dir)) != NULL) {
+		w->at = now;
+		w->next = swept_list;
+		swept_list = w;
+	} else
+		free(w);
+	pthread_mutex_unlock(&swept_mu);
+	if (due)
+		sweep_temps(dir);
+}
+
+enum { MADE = 0, EXISTS = 1, FAILED = -1 };
+
+/*
+ * Make the lock file with its content in one step: the content goes into
+ * a file that has no name yet (O_TMPFILE) or a temporary one, which is
+ * then linked to the lock's name (link fails if that exists).  So the
+ * lock never exists without the owner's pid, and a kill leaves no
+ * temporary file (O_TMPFILE), or one that maybe_sweep removes.
+ */
+static int
+make_lock(struct dotlock *l, const char *content, size_t n)
+{
+	int fd = -1, rc, e;
+	char dir[PATH_MAX];
+
+	if (!named_temp_only) {
+		snprintf(dir, sizeof(dir), "%s", l->path);
+		char *s = strrchr(dir, '/');
+		s[s == dir ? 1 : 0] = '\0';
+		fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	}
+	if (fd >= 0) {
+		char proc[64];
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+		if (write_all(fd, content, n) < 0) {
+			e = errno;
+			close(fd);
+			errno = e;
+			return FAILED;
+		}
+		rc = linkat(AT_FDCWD, proc, AT_FDCWD, l->path, AT_SYMLINK_FOLLOW);
+		e = errno;
+		if (rc == 0) {
+			l->fd = fd;
+			return MADE;
+		}
+		close(fd);
+		if (e == EEXIST)
+			return EXISTS;
+		if (e != ENOENT && e != EPERM && e != EOPNOTSUPP) {
+			errno = e;
+			return FAILED;
+		}
+		/* no /proc, or a file system that cannot: the named way */
+	}
+
+	/* a leftover of ours from a previous incarnation with this pid (the
+	 * path mutex: no thread of this process is at work on it) */
+	unlink(l->tmp);
+	fd = open(l->tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return FAILED;
+	if (write_all(fd, content, n) < 0) {
+		e = errno;
+		unlink(l->tmp);
+		close(fd);
+		errno = e;
+		return FAILED;
+	}
+	rc = link(l->tmp, l->path);
+	e = errno;
+	if (rc < 0 && e != EEXIST) {
+		/* NFS: the reply to a link that was made may have been lost */
+		struct stat st;
+		if (fstat(fd, &st) == 0 && st.st_nlink == 2)
+			rc = 0;
+	}
+	unlink(l->tmp);
+	if (rc == 0) {
+		l->fd = fd;
+		return MADE;
+	}
+	close(fd);
+	errno = e;
+	return e == EEXIST ? EXISTS : FAILED;
+}
+
+static enum mbox_status
+dotlock_take(struct dotlock *l, const char *mbox, const struct timespec *deadline,
+             char *err, size_t errlen)
+{
+	char content[256];
+	int swept_after_break = 0;
+
+	if ((size_t)snprintf(l->path, sizeof(l->path), "%s.lock", mbox) >= sizeof(l->path)) {
+		fail(err, errlen, "5.2.0 mailbox path too long");
+		return MBOX_PERM;
+	}
+	snprintf(l->tmp, sizeof(l->tmp), "%s%s%ld", mbox, TEMP_TAG, (long)getpid());
+	boot_init();
+	maybe_sweep(mbox, 0);
+	for (;;) {
+		/* "<pid> <boot>", and the record of a dead writer whose lock we
+		 * just broke, so that its repair survives our own death */
+		int n = snprintf(content, sizeof(content), "%ld %s\n", (long)getpid(), boot_id);
+		l->head = (size_t)n;
+		if (l->stale_record)
+			n += snprintf(content + n, sizeof(content) - (size_t)n, "%lld %lld %s\n",
+			              (long long)l->rec_size, (long long)l->rec_len,
+			              l->rec_boot[0] ? l->rec_boot : "-");
+		int made = make_lock(l, content, (size_t)n);
+		if (made == MADE)
+			return MBOX_OK;
+		if (made == FAILED) {
+			int e = errno;
+			if (e == ENOSPC || e == EDQUOT)
+				return io_error(e, "cannot write lock file", l->path, err, errlen);
+			fail(err, errlen, "4.2.0 cannot create lock file %s: %s", l->path,
+			     strerror(e));
+			return MBOX_TEMP;
+		}
+		/* someone holds it.  A record we took from a lock we broke is
+		 * good only if we got the lock right after: whoever got it in
+		 * between may have written the mailbox since. */
+		l->stale_record = 0;
+		int fd = open(l->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+		struct stat st, st2;
+		struct dotlock rec = { .stale_record = 0 };
+		if (fd >= 0 && fstat(fd, &st) == 0 && dotlock_stale(&rec, fd, &st) &&
+		    lstat(l->path, &st2) == 0 && st.st_ino == st2.st_ino &&
+		    st.st_dev == st2.st_dev) {
+			/* the same file we judged: break it; its record is ours
+			 * to act on only if we were the one who broke it */
+			if (unlink(l->path) == 0) {
+				log_warn("mailbox=%s stale lock file removed", mbox);
+				l->stale_record = rec.stale_record;
+				l->same_boot = rec.same_boot;
+				l->rec_size = rec.rec_size;
+				l->rec_len = rec.rec_len;
+				memcpy(l->rec_boot, rec.rec_boot, sizeof(l->rec_boot));
+				/* killed between link and unlink: its temp name too */
+				if (st.st_nlink > 1 && !swept_after_break) {
+					swept_after_break = 1;
+					maybe_sweep(mbox, 1);
+				}
+			}
+			close(fd);
+			continue;
+		}
+		if (fd >= 0)
+			close(fd);
+		else if (errno == ENOENT)
+			continue;       /* released while we looked */
+		if (past(deadline)) {
+			fail(err, errlen, "4.2.0 mailbox locked: %s exists", l->path);
+			return MBOX_TEMP;
+		}
+		nap();
+	}
+}
+
+/* Remove the lock, if it is still ours. */
+static void
+dotlock_release(struct dotlock *l)
+{
+	if (l->fd >= 0) {
+		struct stat a, b;
+		if (fstat(l->fd, &a) == 0 && lstat(l->path, &b) == 0 &&
+		    a.st_ino == b.st_ino && a.st_dev == b.st_dev)
+			unlink(l->path);
+		close(l->fd);
+		l->fd = -1;
+	}
+}
+
+/* Give up the lock but leave its file (and record) for the next writer. */
+static void
+dotlock_abandon(struct dotlock *l)
+{
+	if (l->fd >= 0) {
+		close(l->fd);
+		l->fd = -1;
+	}
+}
+
+/* ---- identity ---- */
+
+static int
+become(uid_t uid, gid_t gid)
+{
+	/* gid first: once the fs uid is not 0, CAP_SETGID is gone */
+	setfsgid(gid);
+	setfsuid(uid);
+	return ((uid_t)setfsuid(uid) == uid && (gid_t)setfsgid(gid) == gid) ? 0 : -1;
+}
+
+static void
+become_root(void)
+{
+	setfsuid(0);
+	setfsgid(0);
+}
+
+/* ---- the mailbox ---- */
+
+static int
+fsync_parent(const char *path)
+{
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *s = strrchr(dir, '/');
+	if (s == dir)
+		s[1] = '\0';
+	else if (s)
+		*s = '\0';
+	else
+		snprintf(dir, sizeof(dir), ".");
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int rc = fsync(fd);
+	close(fd);
+	return rc;
+}
+
+/*
+ * A mailbox whose creation was cut short by a kill between the O_EXCL
+ * create (as root) and the fchown: empty, one link, still owned by us.
+ * Finished as a creation rather than refused as someone else's file.
+ */
+static int
+orphan(const struct mbox_dest *d, const struct stat *st)
+{
+	return d->switch_identity && S_ISREG(st->st_mode) && st->st_nlink == 1 &&
+	       st->st_size == 0 && st->st_uid == geteuid() && st->st_uid != d->uid;
+}
+
+static enum mbox_status
+open_mailbox(const struct mbox_dest *d, int *fdp, char *err, size_t errlen)
+{
+	int fd, created = 0;
+	const int flags = O_RDWR | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+
+	for (int tries = 0;; tries++) {
+		if (d->switch_identity && become(d->uid, d->gid) < 0) {
+			become_root();
+			fail(err, errlen, "4.3.0 cannot switch to uid %ld", (long)d->uid);
+			return MBOX_TEMP;
+		}
+		fd = open(d->path, flags);
+		int e = errno;
+		if (d->switch_identity)
+			become_root();
+		if (fd >= 0)
+			break;
+		if (d->switch_identity && (e == EACCES || e == EPERM) &&
+		    (fd = open(d->path, flags)) >= 0) {
+			struct stat ost;
+			if (fstat(fd, &ost) == 0 && orphan(d, &ost)) {
+				created = 1;
+				break;
+			}
+			close(fd);
+		}
+		if (e == ENOENT && tries < 3) {
+			fd = open(d->path, flags | O_CREAT | O_EXCL, d->mode & 07777);
+			e = errno;
+			if (fd >= 0) {
+				created = 1;
+				break;
+			}
+			if (e == EEXIST)
+				continue;
+		}
+		struct stat lst;
+		if (e == ELOOP || (lstat(d->path, &lst) == 0 && S_ISLNK(lst.st_mode))) {
+			fail(err, errlen, "5.2.0 mailbox %s is a symbolic link", d->path);
+			return MBOX_PERM;
+		}
+		if (lstat(d->path, &lst) == 0 && !S_ISREG(lst.st_mode)) {
+			/* a FIFO (ENXIO) or a directory (EISDIR) */
+			fail(err, errlen, "5.2.0 mailbox %s is not a regular file", d->path);
+			return MBOX_PERM;
+		}
+		fail(err, errlen, "4.2.0 cannot open mailbox %s: %s", d->path, strerror(e));
+		return MBOX_TEMP;
+	}
+
+	struct stat st, lst;
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+		close(fd);
+		return io_error(e, "cannot stat mailbox", d->path, err, errlen);
+	}
+	if (!created && orphan(d, &st))
+		created = 1;
+	const char *bad = NULL;
+	if (!S_ISREG(st.st_mode))
+		bad = "is not a regular file";
+	else if (st.st_nlink > 1)
+		bad = "has more than one hard link";
+	else if (lstat(d->path, &lst) < 0 || lst.st_ino != st.st_ino || lst.st_dev != st.st_dev)
+		bad = "changed while being opened";
+	else if (!created && d->switch_identity && st.st_uid != d->uid)
+		bad = "is not owned by its user";
+	if (bad) {
+		close(fd);
+		fail(err, errlen, "5.2.0 mailbox %s %s", d->path, bad);
+		return MBOX_PERM;
+	}
+	/* O_NONBLOCK was only against a FIFO planted in the mailbox's place */
+	fcntl(fd, F_SETFL, O_APPEND);
+	if (created) {
+		if ((d->switch_identity && fchown(fd, d->uid, d->gid) < 0) ||
+		    fchmod(fd, (mode_t)(d->mode & 07777)) < 0 || fsync_parent(d->path) < 0) {
+			int e = errno;
+			/* an empty file we made: nothing of anyone's is lost */
+			unlink(d->path);
+			close(fd);
+			fail(err, errlen, "4.3.0 cannot set up new mailbox %s: %s", d->path,
+			     strerror(e));
+			return MBOX_TEMP;
+		}
+		log_info("mailbox=%s created", d->path);
+	}
+	*fdp = fd;
+	return MBOX_OK;
+}
+
+static enum mbox_status
+fcntl_lock(int fd, const char *path, const struct timespec *deadline,
+           char *err, size_t errlen)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	for (;;) {
+		if (fcntl(fd, F_SETLK, &fl) == 0)
+			return MBOX_OK;
+		if (errno != EAGAIN && errno != EACCES && errno != EINTR) {
+			int e = errno;
+			fail(err, errlen, "4.2.0 cannot lock mailbox %s: %s", path, strerror(e));
+			return MBOX_TEMP;
+		}
+		if (past(deadline)) {
+			fail(err, errlen, "4.2.0 mailbox locked: %s", path);
+			return MBOX_TEMP;
+		}
+		nap();
+	}
+}
+
+/* The last two bytes of the file ("" when empty). */
+static int
+tail2(int fd, off_t size, char t[2])
+{
+	t[0] = t[1] = '\0';
+	if (size == 0)
+		return 0;
+	off_t at = size >= 2 ? size - 2 : 0;
+	size_t want = size >= 2 ? 2 : 1;
+	if (pread(fd, t + 2 - want, want, at) != (ssize_t)want)
+		return -1;
+	return 0;
+}
+
+/* Repair a dead writer's torn append; newlines before our own append. */
+static enum mbox_status
+prepare(int fd, const char *path, const struct dotlock *l, off_t *sizep,
+        const char **pad, char *err, size_t errlen)
+{
+	struct stat st;
+	char t[2];
+
+	if (fstat(fd, &st) < 0)
+		return io_error(errno, "cannot stat mailbox", path, err, errlen);
+	off_t size = st.st_size;
+	if (tail2(fd, size, t) < 0)
+		return io_error(errno, "cannot read mailbox", path, err, errlen);
+	if (l->stale_record && size > l->rec_size + l->rec_len) {
+		/* more than the dead writer could have written: someone else
+		 * appended since, so the record no longer describes the tail */
+		log_warn("mailbox=%s not repaired: it is %lld bytes, more than a dead "
+		         "writer's append of %lld bytes at %lld", path, (long long)size,
+		         (long long)l->rec_len, (long long)l->rec_size);
+	} else if (l->stale_record && size > l->rec_size &&
+	    (l->same_boot ||
+	     !(size == l->rec_size + l->rec_len && t[0] == '\n' && t[1] == '\n'))) {
+		if (ftruncate(fd, l->rec_size) < 0 || fsync(fd) < 0)
+			return io_error(errno, "cannot repair mailbox", path, err, errlen);
+		log_warn("mailbox=%s repaired: truncated from %lld to %lld bytes, "
+		         "the append of a writer that died before it finished", path,
+		         (long long)size, (long long)l->rec_size);
+		size = l->rec_size;
+		if (tail2(fd, size, t) < 0)
+			return io_error(errno, "cannot read mailbox", path, err, errlen);
+	}
+	*pad = "";
+	if (size > 0 && t[1] != '\n')
+		*pad = "\n\n";
+	else if (size > 0 && t[0] != '\n')
+		*pad = "\n";
+	*sizep = size;
+	return MBOX_OK;
+}
+
+enum mbox_status
+mbox_deliver(const struct mbox_dest *d, const struct mbox_msg *m,
+             char *err, size_t errlen)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	struct dotlock l = { .fd = -1 };
+	int fd = -1, identity = 0;
+	enum mbox_status st;
+	struct timespec deadline;
+	off_t size = 0;
+	const char *pad = "";
+
+	err[0] = '\0';
+	boot_init();             /* before any lock file is judged */
+	if (d->path == NULL || d->path[0] != '/') {
+		fail(err, errlen, "5.3.5 mailbox path is not absolute");
+		return MBOX_PERM;
+	}
+	if ((st = render(m, &buf, &len, err, errlen)) != MBOX_OK)
+		return st;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += lock_timeout_ms / 1000;
+	deadline.tv_nsec += (lock_timeout_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	if (held_acquire(d->path, &deadline) < 0) {
+		free(buf);
+		fail(err, errlen, "4.2.0 mailbox locked: %s (busy in this process)", d->path);
+		return MBOX_TEMP;
+	}
+	if ((st = dotlock_take(&l, d->path, &deadline, err, errlen)) != MBOX_OK)
+		goto out;
+	if ((st = open_mailbox(d, &fd, err, errlen)) != MBOX_OK)
+		goto out;
+	if (d->switch_identity) {
+		if (become(d->uid, d->gid) < 0) {
+			fail(err, errlen, "4.3.0 cannot switch to uid %ld", (long)d->uid);
+			st = MBOX_TEMP;
+			goto out;
+		}
+		identity = 1;
+	}
+	if ((st = fcntl_lock(fd, d->path, &deadline, err, errlen)) != MBOX_OK)
+		goto out;
+
+	if ((st = prepare(fd, d->path, &l, &size, &pad, err, errlen)) != MBOX_OK) {
+		/* a dead writer's record not acted on stays in our lock file */
+		if (l.stale_record)
+			dotlock_abandon(&l);
+		goto out;
+	}
+	size_t padlen = strlen(pad);
+
+	/* our record, after "<pid> <boot>\n" (in place of a dead writer's,
+	 * whose repair is done: the mailbox is no longer than its <size>) */
+	char rec[160];
+	int rn = snprintf(rec, sizeof(rec), "%lld %lld %s\n", (long long)size,
+	                  (long long)(len + padlen), boot_id);
+	if ((l.stale_record && ftruncate(l.fd, (off_t)l.head) < 0) ||
+	    pwrite(l.fd, rec, (size_t)rn, (off_t)l.head) != rn) {
+		st = io_error(errno, "cannot write lock file", l.path, err, errlen);
+		goto out;
+	}
+
+	if ((padlen && write_all(fd, pad, padlen) < 0) || write_all(fd, buf, len) < 0 ||
+	    fsync(fd) < 0) {
+		int e = errno;
+		st = io_error(e, "cannot write mailbox", d->path, err, errlen);
+		goto rollback;
+	}
+	/* erase the record, keeping "<pid> <boot>\n" (so that the lock is
+	 * known for ours and broken at once if we die now): from here on a
+	 * crash leaves the message be */
+	if (ftruncate(l.fd, (off_t)l.head) < 0) {
+		st = io_error(errno, "cannot clear lock file", l.path, err, errlen);
+		goto rollback;
+	}
+	st = MBOX_OK;
+	goto out;
+rollback:
+	/* all or nothing: back to the size we found */
+	if (ftruncate(fd, size) < 0 || fsync(fd) < 0) {
+		log_err("mailbox=%s cannot truncate back to %lld after a failed "
+		        "write: %s; its lock file stays for the next delivery to "
+		        "repair it", d->path, (long long)size, strerror(errno));
+		dotlock_abandon(&l);     /* keep the record for the next writer */
+	}
+out:
+	if (fd >= 0)
+		close(fd);       /* drops the fcntl lock */
+	if (identity)
+		become_root();
+	dotlock_release(&l);
+	held_release(d->path);
+	free(buf);
+	return st;
+}
+
+int
+mbox_path(const char *tmpl, const char *user, const char *home,
+          char *buf, size_t len)
+{
+	size_t n = 0;
+
+	if (user == NULL || user[0] == '\0' || user[0] == '.' || strchr(user, '/'))
+		return -1;
+	for (const char *p = tmpl; *p; p++) {
+		const char *s;
+		char one[2] = { *p, '\0' };
+		if (*p != '%')
+			s = one;
+		else if (p[1] == 'u')
+			s = user, p++;
+		else if (p[1] == 'h') {
+			if (home == NULL || home[0] == '\0')
+				return -1;
+			s = home, p++;
+		} else if (p[1] == '%')
+			s = "%", p++;
+		else
+			return -1;
+		size_t sl = strlen(s);
+		if (n + sl >= len)
+			return -1;
+		memcpy(buf + n, s, sl);
+		n += sl;
+	}
+	if (len == 0)
+		return -1;
+	buf[n] = '\0';
+	return 0;
+}
