@@ -2,7 +2,7 @@
 # tests, and tests/mboxw (appends messages with mbox_deliver for the
 # end-to-end test that reads the result back with real mail readers).
 deliverd_libdeliver_a_SOURCES += deliverd/localdb.c deliverd/localdb.h \
-	deliverd/mbox.c deliverd/mbox.h
+	deliverd/mbox.c deliverd/mbox.h deliverd/dotlock.c deliverd/dotlock.h
 
 check_PROGRAMS += tests/unit/test_localdb tests/unit/test_mbox tests/mboxw
 TESTS += tests/unit/test_localdb tests/unit/test_mbox
