@@ -21,7 +21,7 @@
 enum ptype { P_STR, P_DOMAIN, P_DOMAINS, P_CIDRS, P_NAMESERVERS, P_SECONDS,
              P_BOOL, P_ACTION, P_LOG, P_LISTEN, P_LISTENS, P_PATH, P_OPTPATH,
              P_DURATION, P_COUNT, P_MODE, P_HOSTPORT, P_TLS, P_DELIM,
-             P_USERS };
+             P_USERS, P_ADDRPORTS, P_MILTERS, P_DEFACT };
 
 struct param {
 	const char *section;
@@ -51,6 +51,25 @@ static const struct param params[] = {
 	{ "filterd", "on_permerror",  P_ACTION, OFF(filterd.on_result[SPF_RES_PERMERROR]), "tag" },
 	{ "filterd", "helo_check",    P_BOOL,   OFF(filterd.helo_check), "off" },
 	{ "filterd", "dry_run",       P_BOOL,   OFF(filterd.dry_run),    "off" },
+
+	{ "relayd", "listen",          P_ADDRPORTS, OFF(relayd.listen), "0.0.0.0:25, [::]:25" },
+	{ "relayd", "milters",         P_MILTERS,  OFF(relayd.milters),   "" },
+	{ "relayd", "milter_default_action", P_DEFACT, OFF(relayd.milter_default_action), "tempfail" },
+	{ "relayd", "milter_connect_timeout", P_DURATION, OFF(relayd.milter_connect_timeout), "30s" },
+	{ "relayd", "milter_command_timeout", P_DURATION, OFF(relayd.milter_command_timeout), "30s" },
+	{ "relayd", "milter_content_timeout", P_DURATION, OFF(relayd.milter_content_timeout), "300s" },
+	{ "relayd", "lmtp",            P_LISTEN,   OFF(relayd.lmtp),
+	  "unix:" RUNSTATEDIR "/spfgate/deliverd.sock" },
+	{ "relayd", "tls_cert_file",   P_OPTPATH,  OFF(relayd.tls_cert_file), "" },
+	{ "relayd", "tls_key_file",    P_OPTPATH,  OFF(relayd.tls_key_file),  "" },
+	{ "relayd", "message_size_limit", P_COUNT, OFF(relayd.message_size_limit), "10240000" },
+	{ "relayd", "recipient_limit", P_COUNT,    OFF(relayd.recipient_limit), "1000" },
+	{ "relayd", "max_sessions",    P_COUNT,    OFF(relayd.max_sessions), "10000" },
+	{ "relayd", "max_sessions_per_client", P_COUNT, OFF(relayd.max_sessions_per_client), "50" },
+	{ "relayd", "max_errors",      P_COUNT,    OFF(relayd.max_errors), "10" },
+	{ "relayd", "max_received_headers", P_COUNT, OFF(relayd.max_received_headers), "50" },
+	{ "relayd", "command_timeout", P_DURATION, OFF(relayd.command_timeout), "5m" },
+	{ "relayd", "data_timeout",    P_DURATION, OFF(relayd.data_timeout), "5m" },
 
 	{ "deliverd", "listen",        P_LISTENS,  OFF(deliverd.listen),
 	  "unix:" RUNSTATEDIR "/spfgate/deliverd.sock" },
@@ -259,6 +278,45 @@ apply(struct config *c, const struct param *p, const char *v)
 			}
 		return NULL;
 	}
+	case P_ADDRPORTS: {
+		/* "ADDR:PORT" or "[V6ADDR]:PORT", each with a port. */
+		struct strlist *l = f;
+		strlist_free(l);
+		if (strlist_split(l, v) < 0)
+			return "out of memory";
+		for (size_t i = 0; i < l->n; i++) {
+			const char *it = l->v[i];
+			int ok = it[0] == '[' ? strstr(it, "]:") != NULL : strchr(it, ':') == strrchr(it, ':')
+			                                                     && strchr(it, ':') != NULL;
+			if (!ok || !nameserver_valid(it)) {
+				snprintf(msg, sizeof(msg), "expected ADDR:PORT or [V6ADDR]:PORT: %.100s", it);
+				return msg;
+			}
+		}
+		return NULL;
+	}
+	case P_MILTERS: {
+		struct strlist *l = f;
+		strlist_free(l);
+		if (strlist_split(l, v) < 0)
+			return "out of memory";
+		for (size_t i = 0; i < l->n; i++)
+			if (!listen_valid(l->v[i])) {
+				snprintf(msg, sizeof(msg), "expected unix:/PATH or inet:PORT@ADDR: %.100s", l->v[i]);
+				return msg;
+			}
+		return NULL;
+	}
+	case P_DEFACT:
+		if (strcmp(v, "accept") == 0)
+			*(int *)f = MILTER_DEFAULT_ACCEPT;
+		else if (strcmp(v, "reject") == 0)
+			*(int *)f = MILTER_DEFAULT_REJECT;
+		else if (strcmp(v, "tempfail") == 0)
+			*(int *)f = MILTER_DEFAULT_TEMPFAIL;
+		else
+			return "expected accept, reject or tempfail";
+		return NULL;
 	case P_USERS: {
 		struct strlist *l = f;
 		strlist_free(l);
@@ -507,6 +565,11 @@ config_free(struct config *c)
 	free(c->mail_name);
 	free(c->log);
 	free(c->filterd.listen);
+	strlist_free(&c->relayd.listen);
+	strlist_free(&c->relayd.milters);
+	free(c->relayd.lmtp);
+	free(c->relayd.tls_cert_file);
+	free(c->relayd.tls_key_file);
 	strlist_free(&c->deliverd.listen);
 	strlist_free(&c->deliverd.local_users);
 	free(c->deliverd.control);

@@ -16,6 +16,7 @@
 
 enum spf_action { SPF_ACT_REJECT, SPF_ACT_TEMPFAIL, SPF_ACT_TAG };
 enum tls_policy { TLS_NONE, TLS_OPPORTUNISTIC, TLS_REQUIRED };
+enum milter_default { MILTER_DEFAULT_ACCEPT, MILTER_DEFAULT_REJECT, MILTER_DEFAULT_TEMPFAIL };
 
 struct config {
 	char *path;                    /* file read, or NULL for built-ins */
@@ -36,6 +37,23 @@ struct config {
 		int helo_check;
 		int dry_run;
 	} filterd;
+
+	/* [relayd] */
+	struct {
+		struct strlist listen;       /* "ADDR:PORT", "[V6]:PORT" */
+		struct strlist milters;      /* unix:/PATH, inet:PORT@ADDR, in order */
+		int milter_default_action;   /* enum milter_default */
+		long milter_connect_timeout, milter_command_timeout,
+		     milter_content_timeout; /* seconds */
+		char *lmtp;                  /* deliverd: unix:/PATH or inet:PORT@ADDR */
+		char *tls_cert_file, *tls_key_file;  /* "" : no STARTTLS */
+		long message_size_limit;
+		long recipient_limit;
+		long max_sessions, max_sessions_per_client;
+		long max_errors;
+		long max_received_headers;
+		long command_timeout, data_timeout;  /* seconds */
+	} relayd;
 
 	/* [deliverd] */
 	struct {

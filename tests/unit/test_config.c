@@ -161,6 +161,29 @@ deliverd_keys(void **state)
 }
 
 static void
+relayd_keys(void **state)
+{
+	struct config c;
+	char err[256] = "";
+	int rc = load("[relayd]\nlisten = 127.0.0.1:2525, [::1]:2525\n"
+	    "milters = inet:8891@127.0.0.1, unix:/run/x.sock\n"
+	    "milter_default_action = accept\nlmtp = unix:/run/d.sock\n"
+	    "recipient_limit = 100\ncommand_timeout = 2m\n", &c, err, sizeof(err));
+	if (rc != 0)
+		fail_msg("%s", err);
+	assert_int_equal(c.relayd.listen.n, 2);
+	assert_int_equal(c.relayd.milters.n, 2);
+	assert_int_equal(c.relayd.milter_default_action, MILTER_DEFAULT_ACCEPT);
+	assert_int_equal(c.relayd.recipient_limit, 100);
+	assert_int_equal(c.relayd.command_timeout, 120);
+	assert_int_equal(c.relayd.max_received_headers, 50);
+	config_free(&c);
+	expect_error("[relayd]\nlisten = 127.0.0.1\n", "2: listen: expected ADDR:PORT");
+	expect_error("[relayd]\nlisten = ::1:25\n", "2: listen: expected ADDR:PORT");
+	expect_error("[relayd]\nmilter_default_action = discard\n", "2: milter_default_action: expected accept, reject or tempfail");
+}
+
+static void
 missing_file(void **state)
 {
 	struct config c;
@@ -178,6 +201,7 @@ main(void)
 		cmocka_unit_test(full),
 		cmocka_unit_test(errors),
 		cmocka_unit_test(deliverd_keys),
+		cmocka_unit_test(relayd_keys),
 		cmocka_unit_test(missing_file),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);

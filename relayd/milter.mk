@@ -1,0 +1,1 @@
+# relayd: the milter client

@@ -1,0 +1,1 @@
+# relayd: the SMTP front end
