@@ -247,3 +247,14 @@ def test_check_mode_and_usage_errors(builddir, conf, tmp_path):
     assert run(builddir, "-c", str(conf)).returncode == 2            # no --ip
     assert run(builddir, "--ip", "not-an-ip").returncode == 2
     assert run(builddir, "--ip", "192.0.2.1", "--bogus").returncode == 2
+
+
+def test_shipped_configurations_are_valid(builddir, srcdir, tmp_path):
+    # The sample every administrator starts from, and the quick start's.
+    p = run(builddir, "-c", str(srcdir / "contrib" / "spfgate.conf"), "-t")
+    assert p.returncode == 0, p.stderr
+    qs = tmp_path / "qs.conf"
+    qs.write_text((srcdir / "contrib" / "quickstart.conf").read_text()
+                  .replace("@STATE@", str(tmp_path)))
+    p = run(builddir, "-c", str(qs), "-t")
+    assert p.returncode == 0, p.stderr
