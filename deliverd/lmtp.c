@@ -51,6 +51,7 @@ struct lmtp_session {
 	char helo[256];
 	enum sstate state;
 	int errors, skipping, closing, busy, dead, eof;
+	int throttled;                  /* reading paused: client not reading */
 
 	char *sender;                   /* "" for <> */
 	char **orig;                    /* accepted RCPTs, in order */
@@ -147,14 +148,34 @@ session_free(struct lmtp_session *s)
 	free(s);
 }
 
+/*
+ * A client that pipelines commands without reading the replies must not
+ * make us buffer replies without bound: above OUT_HIGH bytes of unsent
+ * replies reading stops, and resumes once they drained to OUT_LOW.
+ */
+#define OUT_HIGH (64 * 1024)
+#define OUT_LOW (16 * 1024)
+
 static void
 session_drained(struct bufferevent *bev, void *arg)
 {
 	struct lmtp_session *s = arg;
 
-	(void)bev;
-	if (s->closing)
-		session_free(s);
+	if (s->closing) {
+		/* the write callback fires at OUT_LOW: hang up only when empty */
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			session_free(s);
+		else
+			bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		return;
+	}
+	if (s->throttled && evbuffer_get_length(bufferevent_get_output(bev)) <= OUT_LOW) {
+		s->throttled = 0;
+		if (!s->eof && !s->busy)
+			bufferevent_enable(bev, EV_READ);
+		if (!s->busy)
+			session_read(bev, s);
+	}
 }
 
 /* Hang up once the replies so far have been written. */
@@ -163,6 +184,7 @@ session_close(struct lmtp_session *s)
 {
 	s->closing = 1;
 	bufferevent_disable(s->bev, EV_READ);
+	bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
 	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
 		session_free(s);
 }
@@ -417,9 +439,11 @@ write_received(struct lmtp_session *s)
 	if (s->norig == 1)
 		n += snprintf(buf + n, sizeof(buf) - (size_t)n, "\n\tfor <%s>",
 		              log_quote(lb, sizeof(lb), s->orig[0]));
+	/* The pieces are bounded (LHLO 255, address 320, name 255): the date
+	 * and the line end always fit, so the header never runs into the next. */
+	if (n > (int)sizeof(buf) - 64)
+		n = (int)sizeof(buf) - 64;
 	n += snprintf(buf + n, sizeof(buf) - (size_t)n, "; %s\n", date);
-	if (n >= (int)sizeof(buf))
-		n = (int)sizeof(buf) - 1;
 	s->size = 0;
 	return spool_writer_write(s->w, buf, (size_t)n);
 }
@@ -638,8 +662,10 @@ commit_done(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	s->busy = 0;
 	if (ok) {
+		char hb[300];
 		log_info("id=%s from=<%s> size=%zu nrcpt=%zu client=%s helo=%s", id,
-		         log_quote(lb, sizeof(lb), s->sender), s->size, s->nsr, s->peer, s->helo);
+		         log_quote(lb, sizeof(lb), s->sender), s->size, s->nsr, s->peer,
+		         log_quote(hb, sizeof(hb), s->helo));
 		sched_submit(s->srv->d->sched, id);
 	} else {
 		log_err("id=%s lmtp: queue commit failed: %s from=<%s> client=%s", id, s->job.err,
@@ -661,7 +687,7 @@ commit_done(evutil_socket_t fd, short what, void *arg)
 	txn_reset(s);
 	if (maybe_stop(s))
 		return;
-	if (!s->eof)
+	if (!s->eof && !s->throttled)
 		bufferevent_enable(s->bev, EV_READ);
 	session_read(s->bev, s);        /* pipelined commands already here */
 	if (s->eof && !s->closing && !s->busy)
@@ -745,6 +771,11 @@ session_read(struct bufferevent *bev, void *arg)
 				s->skipping = 0;
 			continue;
 		}
+		if (evbuffer_get_length(bufferevent_get_output(bev)) > OUT_HIGH) {
+			s->throttled = 1;
+			bufferevent_disable(bev, EV_READ);
+			break;
+		}
 		size_t len;
 		char *line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
 		if (line == NULL) {
@@ -802,6 +833,7 @@ lmtp_session_start(struct lmtp_server *l, int fd, const struct sockaddr *sa)
 	l->sessions = s;
 	l->nsessions++;
 	bufferevent_setcb(s->bev, session_read, session_drained, session_event, s);
+	bufferevent_setwatermark(s->bev, EV_WRITE, OUT_LOW, 0);
 	bufferevent_set_timeouts(s->bev, &tv, &tv);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	reply(s, "220 %s LMTP spfgate deliverd ready", l->d->cfg->mail_name);

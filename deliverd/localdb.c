@@ -478,8 +478,11 @@ localdb_user(struct localdb *db, const char *name, struct local_user *u)
 		return -1;
 	snprintf(key, sizeof(key), "%s", name);
 	lower(key);
-	if (find_user(db, key, u) == 1)
+	int found = find_user(db, key, u);
+	if (found == 1)
 		return 0;
+	if (found < 0)
+		return -2;          /* the user database failed: try later */
 	if (strcmp(key, "postmaster") == 0) {
 		/* the fallback mailbox of localdb_resolve */
 		memset(u, 0, sizeof(*u));

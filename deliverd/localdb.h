@@ -50,7 +50,8 @@ enum local_status localdb_resolve(struct localdb *db, const char *localpart,
                                   char *why, size_t whylen);
 void local_targets_free(struct local_target *t, size_t n);
 
-/* Look a mailbox owner up (for delivery).  0, or -1 if unknown. */
+/* Look a mailbox owner up (for delivery).  0; -1 if unknown; -2 if the
+ * user database could not be read (LDAP down...): try again later. */
 int localdb_user(struct localdb *db, const char *name, struct local_user *u);
 
 #endif

@@ -132,7 +132,7 @@ close_list(struct cached *c)
 {
 	while (c) {
 		struct cached *next = c->next;
-		smtp_quit(c->s);
+		smtp_quit_nowait(c->s);
 		free(c->s);
 		free(c);
 		c = next;
@@ -171,7 +171,7 @@ remote_expire(struct remote_ctx *rc)
 			pp = &c->next;
 	}
 	pthread_mutex_unlock(&rc->lock);
-	close_list(stale);   /* QUIT may block: outside the lock */
+	close_list(stale);   /* outside the lock */
 }
 
 void

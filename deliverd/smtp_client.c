@@ -356,6 +356,19 @@ smtp_quit(struct smtp_session *s)
 	smtp_io_close(&s->io);
 }
 
+/*
+ * Close an idle cached session without waiting for the reply to QUIT:
+ * this runs on the scheduler's timer thread, which must never sit in a
+ * server's QUIT timeout while deferred mail waits to be woken.
+ */
+void
+smtp_quit_nowait(struct smtp_session *s)
+{
+	if (!s->io.broken && smtp_io_printf(&s->io, 2, "QUIT\r\n") == 0)
+		(void)smtp_io_flush(&s->io, 2);
+	smtp_io_close(&s->io);
+}
+
 size_t
 smtp_data_encode(const char *in, size_t len, char *out, int *bol)
 {

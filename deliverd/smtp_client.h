@@ -98,6 +98,8 @@ int smtp_auth(struct smtp_session *s, const char *user, const char *pass,
 int smtp_rset(struct smtp_session *s);
 /* QUIT (reply awaited briefly), then close.  Safe on a broken session. */
 void smtp_quit(struct smtp_session *s);
+/* QUIT without waiting for the reply (closing idle cached sessions). */
+void smtp_quit_nowait(struct smtp_session *s);
 
 /*
  * One mail transaction: MAIL, RCPT for each recipient, DATA, the message

@@ -244,6 +244,13 @@ smtp_transaction(struct smtp_session *s, const struct remote_job *job,
 	    smtp_io_flush(&s->io, s->to->data_init) < 0)
 		goto lost;
 	if (smtp_read_reply(s, s->to->data_init, &r) < 0 || r.code != 354) {
+		/* Anything but 354 means the text was never sent: a 2xx or 3xx
+		 * here must not count as delivered. */
+		if (r.code / 100 == 2 || r.code / 100 == 3) {
+			int code = r.code;
+			smtp_local_error(&r, "4.5.0", "%s answered DATA with %d instead of 354",
+			                 s->relay, code);
+		}
 		set_all(res, n, acc, s, &r);
 		goto out;
 	}

@@ -628,3 +628,46 @@ def test_postfix_delivers_over_lmtp(mkd, tmp_path):
         d.wait_log(r"id=\w+ from=<sender@remote.test> size=\d+ nrcpt=2 client=local")
     finally:
         pf.stop()
+
+
+def test_client_that_never_reads_cannot_grow_memory(mkd):
+    """Pipelined commands whose replies are never read: deliverd stops
+    reading instead of buffering replies without bound."""
+    d = mkd()
+    r = Raw(d)
+    before = _memory_kb(d.proc.pid, "VmRSS")
+    r.s.settimeout(3)
+    chunk = b"NOOP\r\n" * 20000          # 120 KB of commands, 160 KB of replies
+    sent = 0
+    try:
+        for _ in range(400):             # at most 48 MB
+            r.s.sendall(chunk)
+            sent += len(chunk)
+    except (socket.timeout, BlockingIOError):
+        pass                             # the kernel buffers are full: good
+    # far less than everything went in: reading stopped
+    assert sent < 400 * len(chunk), "deliverd kept reading a client that never reads"
+    grown = _memory_kb(d.proc.pid, "VmRSS") - before
+    assert grown < 32 * 1024, f"deliverd grew by {grown} KiB"
+    # once the client reads again, every reply arrives and the session goes on
+    # (a chunk cut by the timeout may have gone in partly: a broken
+    # command then gets a 5xx, which is fine; what counts is the end)
+    import threading
+    r.s.settimeout(30)
+    seen = {"ok": 0, "end": None}
+
+    def read_all():
+        for _ in range(sent // 6 + 20002):
+            code = r.reply()[0]
+            if code == 221:
+                seen["end"] = code
+                return
+            seen["ok"] += code == 250
+
+    t = threading.Thread(target=read_all)
+    t.start()
+    r.send(b"\r\nQUIT\r\n")
+    t.join(60)
+    assert seen["end"] == 221
+    assert seen["ok"] >= sent // 6
+    r.close()

@@ -299,6 +299,24 @@ static void test_data_refused(void **state)
 	assert_string_equal(res[1].dsn, "5.1.1");       /* its RCPT reply */
 }
 
+/* A server that says 250 to DATA never got the text: not delivered. */
+static void test_data_answered_250_defers(void **state)
+{
+	struct peer *p = *state;
+	struct remote_result res[2];
+	message(p, "x\n");
+	struct remote_job job = { .domain = "x.test", .sender = "s@y.test", .rcpts = RCPTS,
+	                          .nrcpt = 2, .fd = p->msgfd, .off = 0, .len = 2, .id = "T1" };
+
+	server_says(p, "250 ok\r\n250 ok\r\n250 ok\r\n250 2.0.0 ok whatever\r\n");
+	smtp_transaction(&p->s, &job, res);
+	assert_string_equal(client_sent(p), "MAIL FROM:<s@y.test>\r\nRCPT TO:<a@x.test>\r\n"
+	                    "RCPT TO:<b@x.test>\r\nDATA\r\n");
+	assert_int_equal(res[0].status, REMOTE_DEFER);
+	assert_int_equal(res[1].status, REMOTE_DEFER);
+	assert_string_equal(res[0].dsn, "4.5.0");
+}
+
 static void test_lost_after_dot_defers(void **state)
 {
 	struct peer *p = *state;
@@ -348,6 +366,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_mail_refused_without_pipelining, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_size_over_limit_not_sent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_data_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_data_answered_250_defers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lost_after_dot_defers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unsafe_addresses_refused, setup, teardown),
 	};
