@@ -294,8 +294,9 @@ on_event(struct bufferevent *bev, short what, void *arg)
 		/* the client only shut down its side: answer what it sent */
 		s->eof = 1;
 		bufferevent_disable(s->bev, EV_READ);
-		if (!s->waiting)
-			session_close(s);
+		/* what is still buffered gets answered first (session_read
+		 * closes once nothing is pending) */
+		session_read(s->bev, s);
 		return;
 	}
 	if (s->closing) {
@@ -1229,7 +1230,10 @@ session_read(struct bufferevent *bev, void *arg)
 		evbuffer_drain(in, 2);
 		command(s, line, (size_t)p.pos);
 	}
-	if (s->eof && !s->waiting && !s->closing)
+	/* Not before the greeting is out (an early talker's commands wait
+	 * for it) and not while replies are held back: both resume here. */
+	if (s->eof && !s->waiting && !s->closing && !s->out_blocked
+	    && s->state != ST_CONNECT)
 		session_close(s);
 }
 
