@@ -1,10 +1,9 @@
 /*
- * filter: the built-in policy behind filter.h -- relay only for self via
- * policy_rcpt(), everything else continues.  The configured milter chain
- * is to be called from here (see filter.h for how); until then relayd
- * warns at start that [relayd] milters is not used yet.  The relay check
- * stays here in any case, so a configuration with milters is never an
- * open relay.
+ * filter: the policy behind filter.h.  Relay only for self via
+ * policy_rcpt(), always, in front of any milter: a milter list without
+ * filterd (opendkim alone, say) must never make relayd an open relay.
+ * Then, with [relayd] milters configured, the milter chain
+ * (filter_milter.c); without, every other step continues at once.
  */
 #include "filter.h"
 #include "policy.h"
@@ -16,6 +15,7 @@
 struct filter_session {
 	const struct config *cfg;
 	struct filter_conn *conn;
+	struct filter_milters *milters;   /* NULL: no milters configured */
 };
 
 static void
@@ -25,9 +25,8 @@ reply_continue(struct filter_reply *r)
 	r->action = FILTER_CONTINUE;
 }
 
-/* "554 5.7.1 text" -> reply */
-static void
-reply_parse(struct filter_reply *r, const char *line)
+void
+filter_reply_parse(struct filter_reply *r, const char *line)
 {
 	const char *p = line;
 
@@ -35,7 +34,7 @@ reply_parse(struct filter_reply *r, const char *line)
 	r->action = FILTER_REPLY;
 	r->code = atoi(p);
 	p += strspn(p, "0123456789");
-	p += strspn(p, " ");
+	p += strspn(p, " -");
 	if (p[0] >= '2' && p[0] <= '5' && p[1] == '.') {
 		size_t n = strcspn(p, " ");
 		snprintf(r->enh, sizeof(r->enh), "%.*s", (int)(n < 15 ? n : 15), p);
@@ -43,6 +42,9 @@ reply_parse(struct filter_reply *r, const char *line)
 		p += strspn(p, " ");
 	}
 	snprintf(r->text, sizeof(r->text), "%s", p);
+	for (char *q = r->text; *q; q++)
+		if (*q < 0x20 || *q >= 0x7f)
+			*q = ' ';
 	if (r->code < 400 || r->code > 599)
 		r->code = 451;
 }
@@ -62,11 +64,15 @@ filter_open(const struct config *cfg, struct event_base *base, struct filter_con
 {
 	struct filter_session *f = calloc(1, sizeof(*f));
 
-	(void)base;
 	if (f == NULL)
 		return NULL;
 	f->cfg = cfg;
 	f->conn = conn;
+	if (cfg->relayd.milters.n
+	    && (f->milters = filter_milters_open(cfg, base, conn)) == NULL) {
+		free(f);
+		return NULL;
+	}
 	return f;
 }
 
@@ -75,7 +81,10 @@ filter_connect(struct filter_session *f, filter_cb cb, void *arg)
 {
 	struct filter_reply r;
 
-	(void)f;
+	if (f->milters) {
+		filter_milters_connect(f->milters, cb, arg);
+		return;
+	}
 	reply_continue(&r);
 	cb(arg, &r);
 }
@@ -85,8 +94,10 @@ filter_helo(struct filter_session *f, const char *helo, filter_cb cb, void *arg)
 {
 	struct filter_reply r;
 
-	(void)f;
-	(void)helo;
+	if (f->milters) {
+		filter_milters_helo(f->milters, helo, cb, arg);
+		return;
+	}
 	reply_continue(&r);
 	cb(arg, &r);
 }
@@ -97,9 +108,10 @@ filter_mail(struct filter_session *f, const char *sender, const char *params,
 {
 	struct filter_reply r;
 
-	(void)f;
-	(void)sender;
-	(void)params;
+	if (f->milters) {
+		filter_milters_mail(f->milters, sender, params, cb, arg);
+		return;
+	}
 	reply_continue(&r);
 	cb(arg, &r);
 }
@@ -112,11 +124,16 @@ filter_rcpt(struct filter_session *f, const char *rcpt, const char *params,
 	struct policy_client cl = { .ip = f->conn->ip, .helo = f->conn->helo, .auth = NULL };
 	char line[POLICY_REPLY_MAX];
 
-	(void)params;
-	if (policy_rcpt(f->cfg, &cl, rcpt, line, sizeof(line)) == POLICY_ACCEPT)
-		reply_continue(&r);
-	else
-		reply_parse(&r, line);
+	if (policy_rcpt(f->cfg, &cl, rcpt, line, sizeof(line)) != POLICY_ACCEPT) {
+		filter_reply_parse(&r, line);
+		cb(arg, &r);
+		return;
+	}
+	if (f->milters) {
+		filter_milters_rcpt(f->milters, rcpt, params, cb, arg);
+		return;
+	}
+	reply_continue(&r);
 	cb(arg, &r);
 }
 
@@ -125,7 +142,10 @@ filter_data(struct filter_session *f, filter_cb cb, void *arg)
 {
 	struct filter_reply r;
 
-	(void)f;
+	if (f->milters) {
+		filter_milters_data(f->milters, cb, arg);
+		return;
+	}
 	reply_continue(&r);
 	cb(arg, &r);
 }
@@ -135,8 +155,10 @@ filter_eom(struct filter_session *f, struct msgbuf *msg, filter_eom_cb cb, void 
 {
 	struct filter_reply r;
 
-	(void)f;
-	(void)msg;
+	if (f->milters) {
+		filter_milters_eom(f->milters, msg, cb, arg);
+		return;
+	}
 	reply_continue(&r);
 	cb(arg, &r, NULL);
 }
@@ -144,11 +166,16 @@ filter_eom(struct filter_session *f, struct msgbuf *msg, filter_eom_cb cb, void 
 void
 filter_end(struct filter_session *f)
 {
-	(void)f;
+	if (f->milters)
+		filter_milters_end(f->milters);
 }
 
 void
 filter_close(struct filter_session *f)
 {
+	if (f == NULL)
+		return;
+	if (f->milters)
+		filter_milters_close(f->milters);
 	free(f);
 }

@@ -156,5 +156,30 @@ void filter_close(struct filter_session *f);
 
 /* "CODE ENH TEXT" of a reply into buf (without CRLF). */
 const char *filter_reply_line(const struct filter_reply *r, char *buf, size_t len);
+/* "554 5.7.1 text" (one line) into a FILTER_REPLY; a code outside
+ * 400..599 becomes 451. */
+void filter_reply_parse(struct filter_reply *r, const char *line);
+
+/*
+ * The milter chain (filter_milter.c), for filter.c only: the same events
+ * with the same contract as above, run through cfg->relayd.milters.
+ * filter_milters_open() returns NULL when out of memory; it is called
+ * only with at least one milter configured.
+ */
+struct filter_milters;
+
+struct filter_milters *filter_milters_open(const struct config *cfg, struct event_base *base,
+                                           struct filter_conn *conn);
+void filter_milters_connect(struct filter_milters *f, filter_cb cb, void *arg);
+void filter_milters_helo(struct filter_milters *f, const char *helo, filter_cb cb, void *arg);
+void filter_milters_mail(struct filter_milters *f, const char *sender, const char *params,
+                         filter_cb cb, void *arg);
+void filter_milters_rcpt(struct filter_milters *f, const char *rcpt, const char *params,
+                         filter_cb cb, void *arg);
+void filter_milters_data(struct filter_milters *f, filter_cb cb, void *arg);
+void filter_milters_eom(struct filter_milters *f, struct msgbuf *msg, filter_eom_cb cb,
+                        void *arg);
+void filter_milters_end(struct filter_milters *f);
+void filter_milters_close(struct filter_milters *f);
 
 #endif

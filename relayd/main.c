@@ -330,9 +330,6 @@ main(int argc, char **argv)
 		log_err("%s", err);
 		goto out;
 	}
-	if (rd.cfg->relayd.milters.n)
-		log_warn("milters are configured but the milter client is not built in yet; "
-		         "relay policy is enforced by relayd itself");
 	if ((rd.base = event_base_new()) == NULL) {
 		log_err("cannot create the event loop");
 		goto out;

@@ -4,7 +4,7 @@ noinst_LIBRARIES += relayd/librelayd.a
 relayd_librelayd_a_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/relayd \
 	$(LIBEVENT_CFLAGS) $(OPENSSL_CFLAGS)
 relayd_librelayd_a_SOURCES = relayd/smtp_parse.c relayd/smtp_parse.h \
-	relayd/msgbuf.c relayd/msgbuf.h relayd/filter.c relayd/filter.h \
+	relayd/msgbuf.c relayd/msgbuf.h relayd/filter.c relayd/filter.h relayd/filter_milter.c \
 	relayd/lmtp_client.c relayd/lmtp_client.h relayd/msgedit.c relayd/msgedit.h \
 	relayd/smtp_session.c relayd/relayd.h
 
@@ -12,7 +12,7 @@ sbin_PROGRAMS += relayd/relayd
 relayd_relayd_SOURCES = relayd/main.c
 relayd_relayd_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/relayd \
 	$(LIBEVENT_CFLAGS) $(OPENSSL_CFLAGS)
-relayd_relayd_LDADD = relayd/librelayd.a $(COMMON_LIBS) $(LIBEVENT_LIBS) \
+relayd_relayd_LDADD = relayd/librelayd.a relayd/libmilterclient.a $(COMMON_LIBS) $(LIBEVENT_LIBS) \
 	-levent_openssl -levent_pthreads $(OPENSSL_LIBS) -lpthread
 
 check_PROGRAMS += tests/unit/test_relayd_parse
