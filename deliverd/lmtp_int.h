@@ -42,8 +42,10 @@ struct lmtp_session *lmtp_session_next(const struct lmtp_session *s);
 /* Free at once; only when no commit thread runs any more. */
 void lmtp_session_drop(struct lmtp_session *s);
 
-/* One spool_commit() to run on a commit thread; done is made active in
- * the event loop when it has returned (rc, err filled). */
+/* One commit to run on the commit threads (spool_commit_sync, then
+ * spool_commit_batch together with the commits synced at the same time:
+ * group commit, lmtp_commit.c); done is made active in the event loop
+ * when it is durable or has failed (rc, err filled). */
 struct commit_job {
 	struct spool_writer *w;
 	int rc;

@@ -93,47 +93,72 @@ mbox_set_lock_timeout(int ms)
 	lock_timeout_ms = ms > 0 ? ms : 1;
 }
 
-/* ---- the per-path mutex inside this process ---- */
+/* ---- the per-path mutex inside this process ----
+ * One entry per path that is held or waited for, each with its own
+ * condition variable: a release wakes one waiter of that path only (no
+ * herd of every waiting worker on every delivery to any mailbox).  The
+ * entry goes when it is neither held nor waited for. */
 
 struct held {
 	char *path;
+	int busy;                /* held by a thread */
+	int waiters;             /* threads waiting on cv */
+	pthread_cond_t cv;
 	struct held *next;
 };
 
 static pthread_mutex_t held_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t held_cv = PTHREAD_COND_INITIALIZER;
 static struct held *held_list;
 
-static int
+static struct held *
 held_find(const char *path)
 {
 	for (struct held *h = held_list; h; h = h->next)
 		if (strcmp(h->path, path) == 0)
-			return 1;
-	return 0;
+			return h;
+	return NULL;
+}
+
+static void
+held_unlink(struct held *h)
+{
+	for (struct held **pp = &held_list; *pp; pp = &(*pp)->next)
+		if (*pp == h) {
+			*pp = h->next;
+			break;
+		}
+	pthread_cond_destroy(&h->cv);
+	free(h->path);
+	free(h);
 }
 
 /* 0 held, -1 timed out or out of memory. */
 static int
 held_acquire(const char *path, const struct timespec *deadline)
 {
-	struct held *h = malloc(sizeof(*h));
-	if (h == NULL || (h->path = strdup(path)) == NULL) {
-		free(h);
-		return -1;
-	}
 	pthread_mutex_lock(&held_mu);
-	while (held_find(path)) {
-		if (pthread_cond_timedwait(&held_cv, &held_mu, deadline) == ETIMEDOUT &&
-		    held_find(path)) {
+	struct held *h = held_find(path);
+	if (h == NULL) {
+		if ((h = calloc(1, sizeof(*h))) == NULL || (h->path = strdup(path)) == NULL) {
 			pthread_mutex_unlock(&held_mu);
-			free(h->path);
 			free(h);
 			return -1;
 		}
+		pthread_cond_init(&h->cv, NULL);
+		h->next = held_list;
+		held_list = h;
 	}
-	h->next = held_list;
-	held_list = h;
+	h->waiters++;
+	while (h->busy) {
+		if (pthread_cond_timedwait(&h->cv, &held_mu, deadline) == ETIMEDOUT &&
+		    h->busy) {
+			h->waiters--;   /* busy: the holder's release frees h */
+			pthread_mutex_unlock(&held_mu);
+			return -1;
+		}
+	}
+	h->waiters--;
+	h->busy = 1;
 	pthread_mutex_unlock(&held_mu);
 	return 0;
 }
@@ -142,15 +167,14 @@ static void
 held_release(const char *path)
 {
 	pthread_mutex_lock(&held_mu);
-	for (struct held **pp = &held_list; *pp; pp = &(*pp)->next)
-		if (strcmp((*pp)->path, path) == 0) {
-			struct held *h = *pp;
-			*pp = h->next;
-			free(h->path);
-			free(h);
-			break;
-		}
-	pthread_cond_broadcast(&held_cv);
+	struct held *h = held_find(path);
+	if (h != NULL) {
+		h->busy = 0;
+		if (h->waiters)
+			pthread_cond_signal(&h->cv);
+		else
+			held_unlink(h);
+	}
 	pthread_mutex_unlock(&held_mu);
 }
 

@@ -247,30 +247,43 @@ snap_unpin(struct sched *s, struct snap *p)
 
 /* ---- destination concurrency ---- */
 
+static void
+slot_free(struct sched *s, struct slot *sl)
+{
+	for (struct slot **pp = &s->slots; *pp; pp = &(*pp)->next)
+		if (*pp == sl) {
+			*pp = sl->next;
+			break;
+		}
+	pthread_cond_destroy(&sl->cv);
+	free(sl);
+}
+
 void
 slot_acquire(struct sched *s, const char *key, long limit)
 {
 	pthread_mutex_lock(&s->mu);
-	for (;;) {
-		struct slot *sl = NULL;
-		for (size_t i = 0; i < s->nslot; i++)
-			if (!strcmp(s->slots[i].key, key))
-				sl = &s->slots[i];
-		if (!sl) {
-			struct slot *v = realloc(s->slots, (s->nslot + 1) * sizeof(*v));
-			if (!v)
-				break;   /* no bookkeeping possible: do not limit */
-			s->slots = v;
-			sl = &v[s->nslot++];
-			snprintf(sl->key, sizeof(sl->key), "%s", key);
-			sl->busy = 0;
+	struct slot *sl = s->slots;
+	while (sl && strcmp(sl->key, key))
+		sl = sl->next;
+	if (!sl) {
+		if (!(sl = calloc(1, sizeof(*sl)))) {
+			pthread_mutex_unlock(&s->mu);
+			return;   /* no bookkeeping possible: do not limit */
 		}
-		if (sl->busy < limit || limit <= 0) {
-			sl->busy++;
-			break;
-		}
-		pthread_cond_wait(&s->slot_cv, &s->mu);
+		snprintf(sl->key, sizeof(sl->key), "%s", key);
+		pthread_cond_init(&sl->cv, NULL);
+		sl->next = s->slots;
+		s->slots = sl;
 	}
+	sl->waiters++;
+	while (limit > 0 && sl->busy >= limit)
+		pthread_cond_wait(&sl->cv, &s->mu);
+	sl->waiters--;
+	sl->busy++;
+	/* room left (a limit raised by a reload): pass the wake-up on */
+	if (sl->waiters && (limit <= 0 || sl->busy < limit))
+		pthread_cond_signal(&sl->cv);
 	pthread_mutex_unlock(&s->mu);
 }
 
@@ -278,13 +291,16 @@ void
 slot_release(struct sched *s, const char *key)
 {
 	pthread_mutex_lock(&s->mu);
-	for (size_t i = 0; i < s->nslot; i++)
-		if (!strcmp(s->slots[i].key, key)) {
-			if (--s->slots[i].busy <= 0)
-				s->slots[i] = s->slots[--s->nslot];   /* keep the table small */
-			break;
-		}
-	pthread_cond_broadcast(&s->slot_cv);
+	struct slot *sl = s->slots;
+	while (sl && strcmp(sl->key, key))
+		sl = sl->next;
+	if (sl) {
+		sl->busy--;
+		if (sl->waiters)
+			pthread_cond_signal(&sl->cv);   /* one unit free: one waiter */
+		else if (sl->busy <= 0)
+			slot_free(s, sl);   /* keep the list short */
+	}
 	pthread_mutex_unlock(&s->mu);
 }
 
@@ -418,7 +434,11 @@ scan_one(const char *id, void *arg)
 	struct scan_ctx *c = arg;
 	int attempts = 0;
 	char last[8];
-	spool_read_defer(c->s->d->spool, id, &attempts, last, sizeof(last));
+	/* a note that exists counts as one attempt even when unreadable:
+	 * attempts 0 tells the removal that there is no note to unlink */
+	if (spool_read_defer(c->s->d->spool, id, &attempts, last, sizeof(last)) == 0 &&
+	    attempts < 1)
+		attempts = 1;
 	pthread_mutex_lock(&c->s->mu);
 	submit_locked(c->s, id, attempts);
 	pthread_mutex_unlock(&c->s->mu);
@@ -437,7 +457,6 @@ sched_new(struct deliverd *d, char *err, size_t errlen)
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->work_cv, NULL);
 	pthread_cond_init(&s->timer_cv, NULL);
-	pthread_cond_init(&s->slot_cv, NULL);
 	if (!(s->cur = calloc(1, sizeof(*s->cur))))
 		goto oom;
 	s->cur->cfg = d->cfg;
@@ -494,7 +513,6 @@ sched_free(struct sched *s)
 	__atomic_store_n(&s->stop, 1, __ATOMIC_RELAXED);
 	pthread_cond_broadcast(&s->work_cv);
 	pthread_cond_broadcast(&s->timer_cv);
-	pthread_cond_broadcast(&s->slot_cv);
 	pthread_mutex_unlock(&s->mu);
 	if (s->timer_started)
 		pthread_join(s->timer, NULL);
@@ -511,11 +529,11 @@ sched_free(struct sched *s)
 			remote_free(s->cur->rc);
 		free(s->cur);
 	}
-	free(s->slots);
+	while (s->slots)
+		slot_free(s, s->slots);
 	free(s->workers);
 	pthread_cond_destroy(&s->work_cv);
 	pthread_cond_destroy(&s->timer_cv);
-	pthread_cond_destroy(&s->slot_cv);
 	pthread_mutex_destroy(&s->mu);
 	free(s);
 }

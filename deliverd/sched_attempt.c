@@ -73,8 +73,9 @@ save_done(struct spool_msg *m, size_t i, struct res *res)
 	char q[600];
 	struct res *r = &res[i];
 	/* The last delivery of the attempt needs no sync of its own: the
-	 * removal's directory fsync (or the sync before deferring) follows
-	 * at once, so a power loss repeats no more than with one. */
+	 * removal follows at once (unlinked, not synced: a power loss may
+	 * repeat the delivery, never lose it; spool.c), or the fdatasync
+	 * before deferring. */
 	int last = 1;
 	for (size_t j = 0; j < m->nrcpt; j++)
 		if (j != i && m->rcpt[j].state == RCPT_PENDING && !res[j].tried)
@@ -438,7 +439,9 @@ sched_attempt(struct sched *s, const char *id, int attempts, char *last, size_t 
 	for (size_t i = 0; i < m.nrcpt; i++)
 		lazy |= res[i].lazy;
 	if (nfinal == m.nrcpt) {
-		if (spool_remove(s->d->spool, m.id) == 0 || errno == ENOENT) {
+		/* attempts 0: never deferred, so no defer/ note to unlink */
+		if ((attempts == 0 ? spool_remove_undeferred(s->d->spool, m.id)
+		                   : spool_remove(s->d->spool, m.id)) == 0 || errno == ENOENT) {
 			log_info("id=%s status=removed", m.id);
 			lazy = 0;
 		} else

@@ -24,21 +24,25 @@ struct snap {
 	int refs;
 };
 
+/* A destination (or mailbox) in use: its holders, and its own waiters
+ * (a release wakes a waiter of that key only). */
 struct slot {
 	char key[PATH_MAX + 8];
 	int busy;
+	int waiters;
+	pthread_cond_t cv;
+	struct slot *next;
 };
 
 struct sched {
 	struct deliverd *d;
 	pthread_mutex_t mu;
-	pthread_cond_t work_cv, timer_cv, slot_cv;
+	pthread_cond_t work_cv, timer_cv;
 	struct entry *bucket[NBUCKET];
 	struct entry *rhead, *rtail;
 	struct entry *whead;
 	struct snap *cur;
-	struct slot *slots;
-	size_t nslot;
+	struct slot *slots;        /* keys held or waited for */
 	int stop;                  /* read without the lock: __atomic */
 	int nworker;
 	pthread_t *workers;

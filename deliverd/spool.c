@@ -28,7 +28,22 @@
  *
  * Atomicity: a message is written to tmp/<id>, fsynced, renamed to
  * queue/<id>, and queue/ is fsynced; only then is it acknowledged.  A
- * file in queue/ is therefore always complete.  tmp/ is emptied at
+ * file in queue/ is therefore always complete.  Group commit
+ * (spool_commit_sync + spool_commit_batch): the files of commits waiting
+ * at the same time are fsynced (concurrently), all renamed, then queue/
+ * is fsynced once for the whole batch before any of them is acknowledged.
+ *
+ * Removal: a delivered message's queue/<id> (and defer/<id>) is unlinked
+ * WITHOUT an fsync of queue/.  A process crash (kill -9) cannot undo a
+ * completed unlink (it is in the kernel at once); only a power failure or
+ * kernel crash before the next journal commit can bring the file back,
+ * and then its recipients are delivered again: a possible duplicate,
+ * never a loss (Postfix does not sync its removals either).  The next
+ * fsync of queue/ (any commit's) or the file system's periodic writeback
+ * makes earlier removals durable as well.  The same holds for the last
+ * recipient's state byte, written without fdatasync when the removal
+ * follows at once.  Removals from hold/ (an administrator's delete, rare)
+ * are still fsynced.  tmp/ is emptied at
  * start-up by the process that takes the spool lock (.lock, flock), i.e.
  * deliverd, never by a queue tool running beside it.
  *
@@ -40,6 +55,9 @@
  * defer/<id> (advisory, for the queue listing; written via tmp + rename):
  *   attempts N
  *   error <last error, one line>
+ * removed with the message (not looked for when the scheduler knows none
+ * was written), and on release (the scheduler starts afresh); notes
+ * without a message are swept at start-up.
  */
 #include "spool.h"
 #include "log.h"
@@ -124,6 +142,13 @@ valid_addr(const char *a)
 	return 1;
 }
 
+static int
+exists_at(int dfd, const char *name)
+{
+	struct stat st;
+	return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
 struct spool *
 spool_open(const char *dir, char *err, size_t errlen)
 {
@@ -176,6 +201,18 @@ spool_open(const char *dir, char *err, size_t errlen)
 			}
 			closedir(d);
 		}
+		/* defer/ notes whose message is gone (a kill between the two
+		 * unlinks of a removal) */
+		if ((d = fdopendir(dup(s->dfd[D_DEFER]))) != NULL) {
+			while ((e = readdir(d)) != NULL) {
+				if (e->d_name[0] == '.')
+					continue;
+				if (!exists_at(s->dfd[D_QUEUE], e->d_name) &&
+				    !exists_at(s->dfd[D_HOLD], e->d_name))
+					unlinkat(s->dfd[D_DEFER], e->d_name, 0);
+			}
+			closedir(d);
+		}
 	} else if (s->lockfd != -1) {
 		close(s->lockfd);   /* someone else (deliverd) owns it */
 		s->lockfd = -1;
@@ -207,13 +244,6 @@ const char *
 spool_dir(const struct spool *s)
 {
 	return s->dir;
-}
-
-static int
-exists_at(int dfd, const char *name)
-{
-	struct stat st;
-	return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
 /* A fresh id with its tmp/ file created exclusively; fd or -1. */
@@ -382,10 +412,18 @@ spool_writer_write(struct spool_writer *w, const void *buf, size_t len)
 	return wput(w, buf, len);
 }
 
-int
-spool_commit(struct spool_writer *w, char *err, size_t errlen)
+/* Remove w's file (from tmp/, or from queue/ when in_queue), free w. */
+static void
+writer_drop(struct spool_writer *w, int in_queue)
 {
-	struct spool *s = w->s;
+	unlinkat(w->s->dfd[in_queue ? D_QUEUE : D_TMP], w->id, 0);
+	close(w->fd);
+	free(w);
+}
+
+int
+spool_commit_sync(struct spool_writer *w, char *err, size_t errlen)
+{
 	char num[SIZE_DIGITS + 1];
 	if (wflush(w) == -1)
 		goto fail;
@@ -396,29 +434,59 @@ spool_commit(struct spool_writer *w, char *err, size_t errlen)
 		w->err = errno;
 		goto fail;
 	}
-	if (renameat(s->dfd[D_TMP], w->id, s->dfd[D_QUEUE], w->id) == -1) {
-		w->err = errno;
-		goto fail;
-	}
-	if (fsync_fd(s->dfd[D_QUEUE]) == -1) {
-		/* visible but maybe not durable: take it back, never ack it */
-		w->err = errno;
-		unlinkat(s->dfd[D_QUEUE], w->id, 0);
-		goto fail_nounlink;
-	}
-	close(w->fd);
-	free(w);
 	return 0;
 fail:
-	unlinkat(s->dfd[D_TMP], w->id, 0);
-fail_nounlink:
-	seterr(err, errlen, "spool commit: %s", strerror(w->err ? w->err : EIO));
 	{
 		int e = w->err ? w->err : EIO;
-		close(w->fd);
-		free(w);
+		seterr(err, errlen, "spool commit: %s", strerror(e));
+		writer_drop(w, 0);
 		errno = e;
 	}
+	return -1;
+}
+
+size_t
+spool_commit_batch(struct spool_writer *const *w, size_t n, int *errs)
+{
+	size_t renamed = 0;
+	struct spool *s = n ? w[0]->s : NULL;
+	for (size_t i = 0; i < n; i++) {
+		errs[i] = 0;
+		if (renameat(s->dfd[D_TMP], w[i]->id, s->dfd[D_QUEUE], w[i]->id) == -1) {
+			errs[i] = errno ? errno : EIO;
+			writer_drop(w[i], 0);
+		} else
+			renamed++;
+	}
+	/* one directory fsync makes every rename above durable */
+	if (renamed && fsync_fd(s->dfd[D_QUEUE]) == -1) {
+		/* visible but maybe not durable: take them back, never ack them */
+		int e = errno ? errno : EIO;
+		for (size_t i = 0; i < n; i++)
+			if (!errs[i]) {
+				errs[i] = e;
+				writer_drop(w[i], 1);
+			}
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!errs[i]) {
+			close(w[i]->fd);
+			free(w[i]);
+		}
+	return renamed;
+}
+
+int
+spool_commit(struct spool_writer *w, char *err, size_t errlen)
+{
+	int e;
+	if (spool_commit_sync(w, err, errlen) == -1)
+		return -1;
+	if (spool_commit_batch(&w, 1, &e) == 1)
+		return 0;
+	seterr(err, errlen, "spool commit: %s", strerror(e));
+	errno = e;
 	return -1;
 }
 
@@ -677,8 +745,8 @@ spool_set_state_nosync(struct spool_msg *m, size_t i, enum rcpt_state st)
 	return set_state(m, i, st, 0);
 }
 
-int
-spool_remove(struct spool *s, const char *id)
+static int
+remove_msg(struct spool *s, const char *id, int defer)
 {
 	int where = D_QUEUE;
 	if (!spool_valid_id(id)) {
@@ -690,8 +758,22 @@ spool_remove(struct spool *s, const char *id)
 			return -1;
 		where = D_HOLD;
 	}
-	unlinkat(s->dfd[D_DEFER], id, 0);
-	return fsync_fd(s->dfd[where]);
+	if (defer)
+		unlinkat(s->dfd[D_DEFER], id, 0);
+	/* where == D_HOLD: an administrator's delete, rare; made durable */
+	return where == D_HOLD ? fsync_fd(s->dfd[where]) : 0;
+}
+
+int
+spool_remove(struct spool *s, const char *id)
+{
+	return remove_msg(s, id, 1);
+}
+
+int
+spool_remove_undeferred(struct spool *s, const char *id)
+{
+	return remove_msg(s, id, 0);
 }
 
 static int
@@ -765,7 +847,11 @@ spool_hold(struct spool *s, const char *id)
 int
 spool_release(struct spool *s, const char *id)
 {
-	return move_between(s, id, D_HOLD, D_QUEUE);
+	if (move_between(s, id, D_HOLD, D_QUEUE) == -1)
+		return -1;
+	/* the scheduler starts the released message afresh (attempts 0) */
+	unlinkat(s->dfd[D_DEFER], id, 0);
+	return 0;
 }
 
 int

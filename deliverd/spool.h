@@ -100,9 +100,28 @@ int spool_read_defer(struct spool *s, const char *id, int *attempts,
                      char *last_error, size_t len);
 /* spool_set_state() without the fdatasync: safe against a killed process
  * at once, against a power loss only once the caller has made it durable
- * (spool_remove()'s directory fsync, or fdatasync(m->fd)).  Saves one
+ * (fdatasync(m->fd); or, for the last recipient, the removal that follows:
+ * a power loss before it is durable repeats the delivery).  Saves one
  * sync per message when the last recipient is done and the file is about
  * to be removed anyway. */
 int spool_set_state_nosync(struct spool_msg *m, size_t i, enum rcpt_state st);
+
+/* --- group commit (spool_commit() is both steps for one writer) --- */
+
+/* Step 1: write out w's file and fsync it.  Calls for different writers
+ * may run at the same time on different threads.  0, or -1 with err and
+ * w freed (its tmp file removed). */
+int spool_commit_sync(struct spool_writer *w, char *err, size_t errlen);
+/* Step 2, for n writers that passed step 1: rename each into queue/, then
+ * ONE fsync of queue/ for all of them; none is durable (nor may be
+ * acknowledged) before this returns.  errs[i] is 0 (committed) or the
+ * errno of writer i's failure (its file removed).  Frees every writer;
+ * the number committed. */
+size_t spool_commit_batch(struct spool_writer *const *w, size_t n, int *errs);
+/* spool_remove() (since group commit: the unlink from queue/ is not
+ * fsynced; a power loss may bring a delivered message back, a duplicate,
+ * never a loss; spool.c) for a message known to have no defer/ note
+ * (never deferred since it was queued or released): no defer/ unlink. */
+int spool_remove_undeferred(struct spool *s, const char *id);
 
 #endif

@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -483,6 +484,78 @@ many_recipients(void **state)
 	spool_close(s);
 }
 
+/* Group commit: several writers synced, then renamed with one fsync of
+ * queue/; a writer whose rename fails does not stop the others. */
+static void
+batch_commit(void **state)
+{
+	(void)state;
+	struct spool *s = open_spool();
+	struct spool_rcpt r = { .addr = "bob", .orig = "bob@example.test" };
+	struct spool_writer *w[4];
+	char ids[4][SPOOL_ID_MAX], err[256];
+	int errs[4];
+	for (int i = 0; i < 4; i++) {
+		assert_non_null(w[i] = spool_writer_new(s, "a@example.org", &r, 1, err, sizeof(err)));
+		snprintf(ids[i], sizeof(ids[i]), "%s", spool_writer_id(w[i]));
+		assert_int_equal(spool_writer_write(w[i], "Subject: x\n\nhi\n", 15), 0);
+		assert_int_equal(spool_commit_sync(w[i], err, sizeof(err)), 0);
+		assert_true(exists("tmp", ids[i]));
+		assert_false(exists("queue", ids[i]));
+	}
+	/* writer 2's tmp file vanishes: its rename fails, alone */
+	char p[2400];
+	snprintf(p, sizeof(p), "%s/tmp/%s", dir, ids[2]);
+	assert_int_equal(unlink(p), 0);
+	assert_int_equal(spool_commit_batch(w, 4, errs), 3);
+	for (int i = 0; i < 4; i++) {
+		struct spool_msg m;
+		assert_false(exists("tmp", ids[i]));
+		if (i == 2) {
+			assert_int_equal(errs[i], ENOENT);
+			assert_false(exists("queue", ids[i]));
+			continue;
+		}
+		assert_int_equal(errs[i], 0);
+		assert_int_equal(spool_load(s, ids[i], &m), 0);
+		assert_int_equal(m.body_len, 15);
+		spool_msg_free(&m);
+	}
+	assert_int_equal(spool_commit_batch(w, 0, errs), 0);
+	spool_close(s);
+}
+
+/* Removal: no defer note looked for by spool_remove_undeferred; notes
+ * without a message are swept when the spool is opened; release drops
+ * the note (the scheduler starts afresh). */
+static void
+remove_and_defer_notes(void **state)
+{
+	(void)state;
+	struct spool *s = open_spool();
+	char a[SPOOL_ID_MAX], b[SPOOL_ID_MAX];
+	queue_msg(s, "x@example.org", "hi\n", a);
+	queue_msg(s, "x@example.org", "hi\n", b);
+	assert_int_equal(spool_remove_undeferred(s, a), 0);
+	assert_false(exists("queue", a));
+	assert_int_equal(spool_remove_undeferred(s, a), -1);
+	assert_int_equal(spool_note_defer(s, b, 1, "4.0.0 later"), 0);
+	assert_int_equal(spool_hold(s, b), 0);
+	assert_true(exists("defer", b));
+	assert_int_equal(spool_release(s, b), 0);
+	assert_false(exists("defer", b));
+	assert_true(exists("queue", b));
+	put_file("defer", "00000000000000ABC", "attempts 1\n", 11);
+	assert_int_equal(spool_note_defer(s, b, 2, "4.0.0 later"), 0);
+	spool_close(s);
+	s = open_spool();
+	assert_false(exists("defer", "00000000000000ABC"));
+	assert_true(exists("defer", b));
+	assert_int_equal(spool_remove(s, b), 0);
+	assert_false(exists("defer", b));
+	spool_close(s);
+}
+
 int
 main(void)
 {
@@ -495,6 +568,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(hold_release_scan, setup, teardown),
 		cmocka_unit_test_setup_teardown(ids_unique, setup, teardown),
 		cmocka_unit_test_setup_teardown(many_recipients, setup, teardown),
+		cmocka_unit_test_setup_teardown(batch_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(remove_and_defer_notes, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
