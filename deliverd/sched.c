@@ -3,9 +3,11 @@
  * runs deliveries on a pool of worker threads ([deliverd] concurrency),
  * so a slow mailbox lock, DNS lookup or SMTP peer never stalls the LMTP
  * event loop.  A message is in exactly one state: ready (waiting for a
- * worker), running (owned by one worker: never two at once) or waiting
- * (deferred until its retry time).  A timer thread sleeping on a
- * condition variable moves waiting messages back to ready.
+ * worker), running (owned by one worker: never two at once), waiting
+ * (deferred until its retry time) or parked (its next step needs a busy
+ * destination or mailbox slot: no worker ever waits for a slot; the
+ * release of the slot makes the message ready again).  A timer thread
+ * sleeping on a condition variable moves waiting messages back to ready.
  *
  * One attempt on a message (sched_attempt.c): local recipients (no '@')
  * go to their mbox, remote ones are grouped by domain and handed to
@@ -35,7 +37,9 @@
 #define MAX_WORKERS 256
 #define EXPIRE_EVERY 10            /* seconds between remote_expire() */
 
-enum est { E_READY, E_RUNNING, E_WAITING };
+/* E_BLOCKED: parked on a busy slot (struct slot's list, through qnext)
+ * until a holder releases it; then ready again. */
+enum est { E_READY, E_RUNNING, E_WAITING, E_BLOCKED };
 
 struct entry {
 	char id[SPOOL_ID_MAX];
@@ -45,7 +49,7 @@ struct entry {
 	int attempts;
 	time_t next;               /* waiting: when to try again */
 	struct entry *hnext;       /* hash chain */
-	struct entry *qnext;       /* ready FIFO */
+	struct entry *qnext;       /* ready FIFO, or a slot's parked list */
 	struct entry *wprev, *wnext; /* waiting list */
 };
 
@@ -166,7 +170,9 @@ sched_forget(struct sched *s, const char *id)
 			unhash(s, e);
 			free(e);
 		} else {
-			/* ready: dropped when popped; running: after this attempt */
+			/* ready (or parked: ready once its slot is released):
+			 * dropped when popped; running: after this attempt, and
+			 * the attempt itself stops at the next step */
 			e->forget = 1;
 			e->again = 0;
 		}
@@ -255,53 +261,90 @@ slot_free(struct sched *s, struct slot *sl)
 			*pp = sl->next;
 			break;
 		}
-	pthread_cond_destroy(&sl->cv);
 	free(sl);
 }
 
-void
-slot_acquire(struct sched *s, const char *key, long limit)
+static struct slot *
+slot_find(struct sched *s, const char *key)
 {
-	pthread_mutex_lock(&s->mu);
 	struct slot *sl = s->slots;
 	while (sl && strcmp(sl->key, key))
 		sl = sl->next;
+	return sl;
+}
+
+int
+slot_try(struct sched *s, const char *key, long limit)
+{
+	pthread_mutex_lock(&s->mu);
+	struct slot *sl = slot_find(s, key);
 	if (!sl) {
 		if (!(sl = calloc(1, sizeof(*sl)))) {
 			pthread_mutex_unlock(&s->mu);
-			return;   /* no bookkeeping possible: do not limit */
+			return 1;   /* no bookkeeping possible: do not limit */
 		}
 		snprintf(sl->key, sizeof(sl->key), "%s", key);
-		pthread_cond_init(&sl->cv, NULL);
 		sl->next = s->slots;
 		s->slots = sl;
 	}
-	sl->waiters++;
-	while (limit > 0 && sl->busy >= limit)
-		pthread_cond_wait(&sl->cv, &s->mu);
-	sl->waiters--;
-	sl->busy++;
-	/* room left (a limit raised by a reload): pass the wake-up on */
-	if (sl->waiters && (limit <= 0 || sl->busy < limit))
-		pthread_cond_signal(&sl->cv);
+	sl->limit = limit;
+	int got = limit <= 0 || sl->busy < limit;
+	if (got)
+		sl->busy++;
 	pthread_mutex_unlock(&s->mu);
+	return got;
 }
 
 void
 slot_release(struct sched *s, const char *key)
 {
 	pthread_mutex_lock(&s->mu);
-	struct slot *sl = s->slots;
-	while (sl && strcmp(sl->key, key))
-		sl = sl->next;
+	struct slot *sl = slot_find(s, key);
 	if (sl) {
 		sl->busy--;
-		if (sl->waiters)
-			pthread_cond_signal(&sl->cv);   /* one unit free: one waiter */
-		else if (sl->busy <= 0)
+		/* every message parked on it gets another try: one of them
+		 * takes the unit, the others park again (none is lost when
+		 * the first no longer needs it) */
+		struct entry *e = sl->bhead;
+		sl->bhead = sl->btail = NULL;
+		while (e) {
+			struct entry *nx = e->qnext;
+			push_ready(s, e);
+			e = nx;
+		}
+		if (sl->busy <= 0)
 			slot_free(s, sl);   /* keep the list short */
 	}
 	pthread_mutex_unlock(&s->mu);
+}
+
+/* After an attempt that found key busy (lock held): park e on the slot,
+ * or make it ready at once when the slot was released meanwhile. */
+static void
+park_locked(struct sched *s, struct entry *e, const char *key)
+{
+	struct slot *sl = slot_find(s, key);
+	if (!sl || sl->limit <= 0 || sl->busy < sl->limit) {
+		push_ready(s, e);
+		return;
+	}
+	e->st = E_BLOCKED;
+	e->qnext = NULL;
+	if (sl->btail)
+		sl->btail->qnext = e;
+	else
+		sl->bhead = e;
+	sl->btail = e;
+}
+
+int
+sched_forgotten(struct sched *s, const char *id)
+{
+	pthread_mutex_lock(&s->mu);
+	struct entry *e = find(s, id);
+	int f = !e || e->forget;
+	pthread_mutex_unlock(&s->mu);
+	return f;
 }
 
 int
@@ -326,7 +369,7 @@ static void *
 worker_main(void *arg)
 {
 	struct sched *s = arg;
-	char last[512];
+	char last[512], blocked[PATH_MAX + 8];
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
 		while (!s->rhead && !s->stop)
@@ -352,12 +395,16 @@ worker_main(void *arg)
 		last[0] = '\0';
 		time_t expires = 0;
 		long delay = 0;
-		int gone = sched_attempt(s, id, attempts, last, sizeof(last), &expires);
+		blocked[0] = '\0';
+		int gone = sched_attempt(s, id, attempts, last, sizeof(last), &expires,
+		                         blocked, sizeof(blocked));
 
 		pthread_mutex_lock(&s->mu);
-		if (gone || e->forget || s->stop) {
+		if (gone == 1 || e->forget || s->stop) {
 			unhash(s, e);
 			free(e);
+		} else if (gone == 2) {
+			park_locked(s, e, blocked);   /* not an attempt: no backoff */
 		} else if (e->again) {
 			e->attempts++;
 			push_ready(s, e);

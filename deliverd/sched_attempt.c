@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,6 +35,35 @@ struct res {
 	char relay[300];
 	char text[512];
 };
+
+/* The message was deleted (DELETE, or HOLD) while this attempt ran: its
+ * entry forgotten, or its queue file unlinked. */
+static int
+msg_deleted(struct sched *s, const struct spool_msg *m)
+{
+	struct stat st;
+	if (fstat(m->fd, &st) == 0 && st.st_nlink == 0)
+		return 1;
+	return sched_forgotten(s, m->id);
+}
+
+/* Stop before the next step: shutting down, or the message deleted. */
+static int
+halted(struct sched *s, const struct spool_msg *m)
+{
+	return sched_stopping(s) || msg_deleted(s, m);
+}
+
+/* Take slot key, or note it in blocked (the first busy one) and say no. */
+static int
+take_slot(struct sched *s, const char *key, long limit, char *blocked, size_t blen)
+{
+	if (slot_try(s, key, limit))
+		return 1;
+	if (!blocked[0])
+		snprintf(blocked, blen, "%s", key);
+	return 0;
+}
 
 /* The enhanced status code inside text, or fallback. */
 static void
@@ -92,14 +122,19 @@ save_done(struct spool_msg *m, size_t i, struct res *res)
 
 static void
 deliver_local(struct sched *s, struct snap *p, struct spool_msg *m,
-              size_t i, struct res *res)
+              size_t i, struct res *res, char *blocked, size_t blen)
 {
 	struct res *r = &res[i];
 	const struct spool_rcpt *rc = &m->rcpt[i];
 	struct local_user u;
 	char path[PATH_MAX], err[512], dto[600], dsn[16];
 
-	if (localdb_user(p->db, rc->addr, &u) != 0) {
+	int lu = localdb_user(p->db, rc->addr, &u);
+	if (lu == -2) {
+		set_res(r, REMOTE_DEFER, "4.3.0", "local", "4.3.0 user database unavailable");
+		return;
+	}
+	if (lu != 0) {
 		set_res(r, REMOTE_FAIL, "5.1.1", "local", "5.1.1 unknown local user");
 		return;
 	}
@@ -129,11 +164,17 @@ deliver_local(struct sched *s, struct snap *p, struct spool_msg *m,
 		.sender = m->sender, .delivered_to = dto, .arrival = m->arrival,
 	};
 	err[0] = '\0';
-	/* one writer per mailbox: the others wait here, not in mbox's lock
-	 * timeouts (which would defer them by a whole retry interval) */
+	/* one writer per mailbox: the others are parked until it is free (not
+	 * in mbox's lock timeouts, which would defer them by a whole retry
+	 * interval; nor in a worker, which would stall other deliveries) */
 	char key[PATH_MAX + 8];
 	snprintf(key, sizeof(key), "mbox:%s", path);
-	slot_acquire(s, key, 1);
+	if (!take_slot(s, key, 1, blocked, blen))
+		return;   /* not tried: the message waits for this mailbox */
+	if (halted(s, m)) {
+		slot_release(s, key);
+		return;
+	}
 	enum mbox_status ms = mbox_deliver(&dst, &mm, err, sizeof(err));
 	if (ms == MBOX_OK) {
 		/* record it before waking the other writers of this mailbox:
@@ -159,7 +200,7 @@ deliver_local(struct sched *s, struct snap *p, struct spool_msg *m,
 /* Deliver to every pending recipient of domain dom (remote). */
 static void
 deliver_domain(struct sched *s, struct snap *p, struct spool_msg *m,
-               const char *dom, struct res *res)
+               const char *dom, struct res *res, char *blocked, size_t blen)
 {
 	size_t n = 0;
 	const char **rc = calloc(m->nrcpt, sizeof(*rc));
@@ -184,7 +225,12 @@ deliver_domain(struct sched *s, struct snap *p, struct spool_msg *m,
 	if (!n)
 		goto out;
 	remote_destination(p->rc, dom, key, sizeof(key));
-	slot_acquire(s, key, p->cfg->deliverd.destination_concurrency);
+	if (!take_slot(s, key, p->cfg->deliverd.destination_concurrency, blocked, blen))
+		goto out;   /* not tried: the message waits for this destination */
+	if (halted(s, m)) {
+		slot_release(s, key);
+		goto out;
+	}
 	struct remote_job job = {
 		.domain = dom, .sender = m->sender, .rcpts = rc, .nrcpt = n,
 		.fd = m->fd, .off = m->body_off, .len = m->body_len, .id = m->id,
@@ -340,7 +386,7 @@ bounce_rcpts(struct sched *s, struct snap *p, struct spool_msg *m,
 
 int
 sched_attempt(struct sched *s, const char *id, int attempts, char *last, size_t lastlen,
-        time_t *expires)
+        time_t *expires, char *blocked, size_t blen)
 {
 	struct spool_msg m;
 	char q1[600], q2[600], q3[600], q4[1100];
@@ -368,10 +414,12 @@ sched_attempt(struct sched *s, const char *id, int attempts, char *last, size_t 
 		goto out;
 	}
 	/* local recipients one by one, each address once */
-	for (size_t i = 0; i < m.nrcpt && !sched_stopping(s); i++) {
+	for (size_t i = 0; i < m.nrcpt && !halted(s, &m); i++) {
 		if (m.rcpt[i].state != RCPT_PENDING || strchr(m.rcpt[i].addr, '@') || res[i].tried)
 			continue;
-		deliver_local(s, p, &m, i, res);
+		deliver_local(s, p, &m, i, res, blocked, blen);
+		if (!res[i].tried)
+			continue;   /* parked on a busy mailbox, or halted */
 		for (size_t j = i + 1; j < m.nrcpt; j++)
 			if (m.rcpt[j].state == RCPT_PENDING && !strcmp(m.rcpt[j].addr, m.rcpt[i].addr)) {
 				res[j] = res[i];
@@ -381,15 +429,17 @@ sched_attempt(struct sched *s, const char *id, int attempts, char *last, size_t 
 			}
 	}
 	/* remote recipients by domain */
-	for (size_t i = 0; i < m.nrcpt && !sched_stopping(s); i++) {
+	for (size_t i = 0; i < m.nrcpt && !halted(s, &m); i++) {
 		const char *a = strrchr(m.rcpt[i].addr, '@');
 		if (m.rcpt[i].state == RCPT_PENDING && a && !res[i].tried)
-			deliver_domain(s, p, &m, a + 1, res);
+			deliver_domain(s, p, &m, a + 1, res, blocked, blen);
 	}
+	/* deleted meanwhile: no DSN, no defer/ note; gone */
+	int deleted = msg_deleted(s, &m);
 
 	time_t now = time(NULL);
 	int expire = now >= m.arrival + p->cfg->deliverd.queue_lifetime;
-	size_t nf = 0, ndefer = 0, nfinal = 0;
+	size_t nf = 0, ndefer = 0, nfinal = 0, ntrydefer = 0;
 	for (size_t i = 0; i < m.nrcpt; i++) {
 		struct res *r = &res[i];
 		if (r->saved) {
@@ -403,6 +453,7 @@ sched_attempt(struct sched *s, const char *id, int attempts, char *last, size_t 
 			continue;
 		}
 		const char *status = r->status == REMOTE_DONE ? "sent" :
+		                     deleted ? "deleted" :
 		                     r->status == REMOTE_FAIL ? "bounced" :
 		                     expire ? "expired" : "deferred";
 		log_info("id=%s to=%s orig_to=%s relay=%s delay=%lld dsn=%s status=%s reply=%s",
@@ -420,12 +471,21 @@ sched_attempt(struct sched *s, const char *id, int attempts, char *last, size_t 
 			fail[nf++] = i;
 		} else {
 			ndefer++;
+			ntrydefer++;
 			/* for the listing: with its status code, once */
 			if (r->text[0] >= '0' && r->text[0] <= '9')
 				snprintf(last, lastlen, "%s", r->text);
 			else
 				snprintf(last, lastlen, "%s %s", r->dsn, r->text);
 		}
+	}
+	int lazy = 0;
+	for (size_t i = 0; i < m.nrcpt; i++)
+		lazy |= res[i].lazy;
+	if (deleted) {
+		log_info("id=%s status=stopped reason=\"deleted during delivery\"", m.id);
+		gone = 1;
+		goto synced;
 	}
 	if (nf) {
 		if (bounce_rcpts(s, p, &m, fail, nf, res, expired) == 0)
@@ -435,9 +495,6 @@ sched_attempt(struct sched *s, const char *id, int attempts, char *last, size_t 
 			snprintf(last, lastlen, "DSN could not be queued");
 		}
 	}
-	int lazy = 0;
-	for (size_t i = 0; i < m.nrcpt; i++)
-		lazy |= res[i].lazy;
 	if (nfinal == m.nrcpt) {
 		/* attempts 0: never deferred, so no defer/ note to unlink */
 		if ((attempts == 0 ? spool_remove_undeferred(s->d->spool, m.id)
@@ -447,9 +504,20 @@ sched_attempt(struct sched *s, const char *id, int attempts, char *last, size_t 
 		} else
 			log_err("id=%s status=remove_error error=\"%s\"", m.id, strerror(errno));
 		gone = 1;
+	} else if (blocked[0] && !ntrydefer && !nf) {
+		/* only waiting for a busy slot: not an attempt, no note */
+		gone = 2;
 	} else if (!sched_stopping(s)) {
 		spool_note_defer(s->d->spool, m.id, attempts + 1, last);
+		if (msg_deleted(s, &m)) {
+			/* deleted while the note was written: do not leave it */
+			char path[PATH_MAX];
+			snprintf(path, sizeof(path), "%s/defer/%s", spool_dir(s->d->spool), m.id);
+			unlink(path);
+			gone = 1;
+		}
 	}
+synced:
 	if (lazy && fdatasync(m.fd) == -1)
 		log_err("id=%s status=state_error error=\"%s\"", m.id, strerror(errno));
 out:

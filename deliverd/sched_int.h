@@ -24,13 +24,14 @@ struct snap {
 	int refs;
 };
 
-/* A destination (or mailbox) in use: its holders, and its own waiters
- * (a release wakes a waiter of that key only). */
+/* A destination (or mailbox) in use: its holders, and the messages
+ * parked until one of them releases it (no worker ever waits on a busy
+ * slot: the message waits, the worker takes the next ready one). */
 struct slot {
 	char key[PATH_MAX + 8];
 	int busy;
-	int waiters;
-	pthread_cond_t cv;
+	long limit;                /* as of the last slot_try() */
+	struct entry *bhead, *btail; /* parked messages (E_BLOCKED) */
 	struct slot *next;
 };
 
@@ -55,19 +56,26 @@ struct sched {
 /* Pin the current configuration set for one attempt; unpin after. */
 struct snap *snap_pin(struct sched *s);
 void snap_unpin(struct sched *s, struct snap *p);
-/* At most limit holders of key at once (waits); release wakes waiters. */
-void slot_acquire(struct sched *s, const char *key, long limit);
+/* At most limit holders of key at once: 1 when taken, 0 when busy (never
+ * waits; the attempt reports the key and its message is parked until a
+ * release).  A release puts the messages parked on key back to ready. */
+int slot_try(struct sched *s, const char *key, long limit);
 void slot_release(struct sched *s, const char *key);
+/* The message was forgotten (DELETE) while this attempt ran. */
+int sched_forgotten(struct sched *s, const char *id);
 /* sched_free() has begun: finish the current step, start no new one. */
 int sched_stopping(struct sched *s);
 
 /*
  * One delivery attempt on message id (sched_attempt.c).  1 when the
  * message is gone (all recipients final and removed, or missing, held,
- * corrupt); 0 when something is deferred, with the reason in last and
- * the end of the message's lifetime in *expires.
+ * corrupt, deleted); 0 when something is deferred, with the reason in
+ * last and the end of the message's lifetime in *expires; 2 when
+ * something could not start because the slot named in blocked (blen
+ * bytes) was busy: not an attempt, the message waits for that slot.
  */
 int sched_attempt(struct sched *s, const char *id, int attempts,
-                  char *last, size_t lastlen, time_t *expires);
+                  char *last, size_t lastlen, time_t *expires,
+                  char *blocked, size_t blen);
 
 #endif
