@@ -70,6 +70,7 @@ struct remote_ctx {
 	pthread_mutex_t lock;
 	struct cached *cache;
 	size_t ncache;
+	struct remote_self self;    /* relayd's listeners: never a destination */
 };
 
 static time_t
@@ -99,6 +100,11 @@ remote_new(const struct config *cfg, struct dns_resolver *dns, char *err, size_t
 	rc->sh_tls = cfg->deliverd.smarthost_tls;
 	rc->mx_tls = cfg->deliverd.smtp_tls;
 	rc->mx_port = (int)cfg->deliverd.smtp_port;
+	if (remote_self_init(&rc->self, &cfg->relayd.listen) < 0) {
+		snprintf(err, errlen, "out of memory");
+		remote_free(rc);
+		return NULL;
+	}
 	if (cfg->deliverd.smarthost && cfg->deliverd.smarthost[0]) {
 		snprintf(rc->sh_spec, sizeof rc->sh_spec, "%s", cfg->deliverd.smarthost);
 		if (remote_parse_hostport(rc->sh_spec, 25, rc->sh_host, sizeof rc->sh_host,
@@ -150,6 +156,7 @@ remote_free(struct remote_ctx *rc)
 	pthread_mutex_destroy(&rc->lock);
 	free(rc->mail_name);
 	free(rc->auth_file);
+	remote_self_free(&rc->self);
 	free(rc);
 }
 
@@ -473,6 +480,17 @@ remote_deliver(struct remote_ctx *rc, const struct remote_job *job,
 		         log_quote(err, sizeof err, job->domain), route->dsn,
 		         log_quote(q, sizeof q, route->text));
 		fail_all(job, res, route->status, route->dsn, "none", route->text);
+		goto out;
+	}
+	if (remote_route_drop_self(route, &rc->self) > 0 && route->n == 0) {
+		/* every address is one of our own SMTP listeners: a loop */
+		snprintf(route->text, sizeof route->text,
+		         "mail for %s loops back to myself (its addresses are this host's)", name);
+		log_info("id=%s domain=%s route=none dsn=5.4.6 reason=%s", job->id,
+		         log_quote(err, sizeof err, job->domain), log_quote(q, sizeof q, route->text));
+		/* a smarthost pointing at ourselves is a configuration error: keep the mail */
+		fail_all(job, res, smarthost ? REMOTE_DEFER : REMOTE_FAIL,
+		         smarthost ? "4.4.6" : "5.4.6", "none", route->text);
 		goto out;
 	}
 	s = connect_route(rc, job, route, smarthost, smarthost && rc->auth_file ? user : NULL,

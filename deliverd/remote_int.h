@@ -54,6 +54,24 @@ int remote_route_lookup(struct dns_resolver *dns, const char *self, const char *
  * starting with '#') from path.  The file must not be readable by group
  * or others.  0, or -1 with the reason in err.
  */
+/*
+ * This host's SMTP listeners ([relayd] listen), so that an MX whose
+ * address is one of them is recognised as a loop even when its name is
+ * not our mail_name.  A wildcard listener (0.0.0.0, ::) stands for every
+ * local interface address and the loopback range.
+ */
+struct remote_self {
+	struct sockaddr_storage *lst;   /* listeners: family, address, port */
+	size_t nlst;
+	struct sockaddr_storage *ifs;   /* interface addresses (getifaddrs) */
+	size_t nifs;
+};
+
+int remote_self_init(struct remote_self *self, const struct strlist *listen);
+void remote_self_free(struct remote_self *self);
+/* Remove the targets that are our own listeners; returns how many. */
+size_t remote_route_drop_self(struct remote_route *r, const struct remote_self *self);
+
 int remote_read_auth(const char *path, char *user, size_t userlen,
                      char *pass, size_t passlen, char *err, size_t errlen);
 

@@ -15,8 +15,10 @@
  *    failure → 4.4.3 (try later).
  *  - Loops: an MX host whose name is our mail_name, and every MX of the
  *    same or a worse preference, are dropped (what Postfix does with its
- *    own name); if nothing is left, 5.4.6.  Addresses are not compared
- *    with our interfaces: keep it simple and predictable.
+ *    own name); if nothing is left, 5.4.6.  Then every address that is
+ *    one of relayd's own listeners (address and port; a wildcard listener
+ *    means any local address) is dropped too, so an MX under another name
+ *    that points at this host cannot loop either.
  *  - MX hosts without any address → 5.4.4 (unless a lookup failed
  *    temporarily: then 4.4.3).
  */
@@ -25,6 +27,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -287,6 +290,129 @@ out:
 	free(mx);
 	dns_answer_free(&ans);
 	return rc;
+}
+
+static int
+same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return 0;
+	if (a->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)a)->sin_addr.s_addr
+		       == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+	return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+	              &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
+}
+
+static int
+port_of(const struct sockaddr_storage *a)
+{
+	return a->ss_family == AF_INET ? ntohs(((const struct sockaddr_in *)a)->sin_port)
+	                               : ntohs(((const struct sockaddr_in6 *)a)->sin6_port);
+}
+
+static int
+is_wildcard(const struct sockaddr_storage *a)
+{
+	static const struct in6_addr any6 = IN6ADDR_ANY_INIT;
+	if (a->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)a)->sin_addr.s_addr == htonl(INADDR_ANY);
+	return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &any6, 16) == 0;
+}
+
+static int
+is_local(const struct remote_self *self, const struct sockaddr_storage *a)
+{
+	if (a->ss_family == AF_INET
+	    && (ntohl(((const struct sockaddr_in *)a)->sin_addr.s_addr) >> 24) == 127)
+		return 1;
+	if (a->ss_family == AF_INET6
+	    && IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)a)->sin6_addr))
+		return 1;
+	for (size_t i = 0; i < self->nifs; i++)
+		if (same_addr(&self->ifs[i], a))
+			return 1;
+	return 0;
+}
+
+int
+remote_self_init(struct remote_self *self, const struct strlist *listen)
+{
+	struct ifaddrs *ifa = NULL;
+
+	memset(self, 0, sizeof *self);
+	if (listen->n) {
+		self->lst = calloc(listen->n, sizeof *self->lst);
+		if (self->lst == NULL)
+			return -1;
+	}
+	for (size_t i = 0; i < listen->n; i++) {
+		char host[256];
+		int port, br;
+		struct sockaddr_storage *ss = &self->lst[self->nlst];
+		if (remote_parse_hostport(listen->v[i], 25, host, sizeof host, &port, &br) < 0)
+			continue;
+		memset(ss, 0, sizeof *ss);
+		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+		if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+			s4->sin_family = AF_INET;
+			s4->sin_port = htons((uint16_t)port);
+		} else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+			s6->sin6_family = AF_INET6;
+			s6->sin6_port = htons((uint16_t)port);
+		} else
+			continue;
+		self->nlst++;
+	}
+	if (getifaddrs(&ifa) == 0) {
+		size_t n = 0;
+		for (struct ifaddrs *p = ifa; p; p = p->ifa_next)
+			n += p->ifa_addr && (p->ifa_addr->sa_family == AF_INET
+			                     || p->ifa_addr->sa_family == AF_INET6);
+		self->ifs = n ? calloc(n, sizeof *self->ifs) : NULL;
+		for (struct ifaddrs *p = ifa; p && self->ifs; p = p->ifa_next) {
+			if (p->ifa_addr == NULL)
+				continue;
+			if (p->ifa_addr->sa_family == AF_INET)
+				memcpy(&self->ifs[self->nifs++], p->ifa_addr, sizeof(struct sockaddr_in));
+			else if (p->ifa_addr->sa_family == AF_INET6)
+				memcpy(&self->ifs[self->nifs++], p->ifa_addr, sizeof(struct sockaddr_in6));
+		}
+		freeifaddrs(ifa);
+	}
+	return 0;
+}
+
+void
+remote_self_free(struct remote_self *self)
+{
+	free(self->lst);
+	free(self->ifs);
+	memset(self, 0, sizeof *self);
+}
+
+size_t
+remote_route_drop_self(struct remote_route *r, const struct remote_self *self)
+{
+	size_t k = 0, dropped = 0;
+
+	for (size_t i = 0; i < r->n; i++) {
+		const struct sockaddr_storage *t = &r->t[i].ss;
+		int ours = 0;
+		for (size_t j = 0; j < self->nlst && !ours; j++) {
+			const struct sockaddr_storage *l = &self->lst[j];
+			if (l->ss_family != t->ss_family || port_of(l) != port_of(t))
+				continue;
+			ours = same_addr(l, t) || (is_wildcard(l) && is_local(self, t));
+		}
+		if (ours)
+			dropped++;
+		else
+			r->t[k++] = r->t[i];
+	}
+	r->n = k;
+	return dropped;
 }
 
 int

@@ -296,6 +296,51 @@ static const char *write_auth(const char *text, mode_t mode)
 	return p;
 }
 
+static void add_target(struct remote_route *r, const char *addr, int port)
+{
+	struct remote_target *t = &r->t[r->n++];
+	memset(t, 0, sizeof *t);
+	snprintf(t->host, sizeof t->host, "%s", addr);
+	if (strchr(addr, ':')) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&t->ss;
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		assert_int_equal(inet_pton(AF_INET6, addr, &s6->sin6_addr), 1);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&t->ss;
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)port);
+		assert_int_equal(inet_pton(AF_INET, addr, &s4->sin_addr), 1);
+	}
+}
+
+/* An MX under any name whose address is one of relayd's own listeners. */
+static void test_loops_by_address(void **state)
+{
+	(void)state;
+	struct strlist listen = { 0 };
+	struct remote_self self;
+	struct remote_route r;
+
+	assert_int_equal(strlist_split(&listen, "0.0.0.0:25, [::1]:25, 192.0.2.80:2525"), 0);
+	assert_int_equal(remote_self_init(&self, &listen), 0);
+	memset(&r, 0, sizeof r);
+	add_target(&r, "127.0.0.1", 25);      /* loopback on a wildcard listener */
+	add_target(&r, "127.0.0.9", 25);      /* the whole loopback range */
+	add_target(&r, "198.51.100.7", 25);   /* somebody else */
+	add_target(&r, "127.0.0.1", 2526);    /* another port */
+	add_target(&r, "::1", 25);            /* an explicit listener */
+	add_target(&r, "192.0.2.80", 2525);   /* an explicit listener */
+	add_target(&r, "192.0.2.80", 25);     /* not a local address: kept */
+	assert_int_equal(remote_route_drop_self(&r, &self), 4);
+	assert_int_equal(r.n, 3);
+	assert_string_equal(r.t[0].host, "198.51.100.7");
+	assert_string_equal(r.t[1].host, "127.0.0.1");
+	assert_string_equal(r.t[2].host, "192.0.2.80");
+	remote_self_free(&self);
+	strlist_free(&listen);
+}
+
 static void test_auth_file(void **state)
 {
 	char user[64], pass[64], err[256];
@@ -396,6 +441,7 @@ int main(void)
 		cmocka_unit_test(test_null_mx),
 		cmocka_unit_test(test_nxdomain_and_tempfail),
 		cmocka_unit_test(test_loops),
+		cmocka_unit_test(test_loops_by_address),
 		cmocka_unit_test(test_address_bound_and_literals),
 		cmocka_unit_test(test_parse_hostport),
 		cmocka_unit_test(test_auth_file),
