@@ -33,6 +33,7 @@
  * leaves behind: mbox.c's opening comment.
  */
 #include "dotlock.h"
+#include "fdio.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -63,26 +64,6 @@ dotlock_wait(const struct timespec *deadline)
 		return -1;
 	struct timespec ts = { 0, POLL_MS * 1000000L };
 	nanosleep(&ts, NULL);
-	return 0;
-}
-
-static int
-write_all(int fd, const char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (w == 0) {
-			errno = EIO;
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
 	return 0;
 }
 
@@ -345,7 +326,7 @@ make_lock(struct dotlock *l, const char *content, size_t n)
 	if (fd >= 0) {
 		char proc[64];
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-		if (write_all(fd, content, n) < 0) {
+		if (fd_write_all(fd, content, n) < 0) {
 			e = errno;
 			close(fd);
 			errno = e;
@@ -373,7 +354,7 @@ make_lock(struct dotlock *l, const char *content, size_t n)
 	fd = open(l->tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return FAILED;
-	if (write_all(fd, content, n) < 0) {
+	if (fd_write_all(fd, content, n) < 0) {
 		e = errno;
 		unlink(l->tmp);
 		close(fd);

@@ -68,6 +68,7 @@
  * Errors: err starts with the enhanced status code, e.g. "4.2.0 ...".
  */
 #include "mbox.h"
+#include "fdio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -204,26 +205,6 @@ io_error(int e, const char *what, const char *path, char *err, size_t errlen)
 	else
 		fail(err, errlen, "4.3.0 %s %s: %s", what, path, strerror(e));
 	return MBOX_TEMP;
-}
-
-static int
-write_all(int fd, const char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (w == 0) {
-			errno = EIO;
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
 }
 
 /* Copy s into the header, control characters replaced: one line only. */
@@ -622,7 +603,7 @@ mbox_deliver(const struct mbox_dest *d, const struct mbox_msg *m,
 		goto out;
 	}
 
-	if ((padlen && write_all(fd, pad, padlen) < 0) || write_all(fd, buf, len) < 0 ||
+	if ((padlen && fd_write_all(fd, pad, padlen) < 0) || fd_write_all(fd, buf, len) < 0 ||
 	    fsync(fd) < 0) {
 		int e = errno;
 		st = io_error(e, "cannot write mailbox", d->path, err, errlen);

@@ -60,6 +60,7 @@
  * without a message are swept at start-up.
  */
 #include "spool.h"
+#include "fdio.h"
 #include "log.h"
 
 #include <dirent.h>
@@ -270,28 +271,11 @@ new_tmp(struct spool *s, char *id)
 }
 
 static int
-write_all(int fd, const char *p, size_t n, off_t off)
-{
-	while (n > 0) {
-		ssize_t r = pwrite(fd, p, n, off);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += r;
-		n -= (size_t)r;
-		off += r;
-	}
-	return 0;
-}
-
-static int
 wflush(struct spool_writer *w)
 {
 	if (w->err)
 		return -1;
-	if (w->blen && write_all(w->fd, w->buf, w->blen, w->written) == -1) {
+	if (w->blen && fd_pwrite_all(w->fd, w->buf, w->blen, w->written) == -1) {
 		w->err = errno ? errno : EIO;
 		return -1;
 	}
@@ -429,7 +413,7 @@ spool_commit_sync(struct spool_writer *w, char *err, size_t errlen)
 		goto fail;
 	snprintf(num, sizeof(num), "%0*lld", SIZE_DIGITS,
 	         (long long)(w->written - w->body_off));
-	if (write_all(w->fd, num, SIZE_DIGITS, w->size_off) == -1 ||
+	if (fd_pwrite_all(w->fd, num, SIZE_DIGITS, w->size_off) == -1 ||
 	    fsync(w->fd) == -1) {
 		w->err = errno;
 		goto fail;
@@ -726,7 +710,7 @@ set_state(struct spool_msg *m, size_t i, enum rcpt_state st, int sync)
 		errno = EINVAL;
 		return -1;
 	}
-	if (write_all(m->fd, &c, 1, m->rcpt[i].state_off) == -1 ||
+	if (fd_pwrite_all(m->fd, &c, 1, m->rcpt[i].state_off) == -1 ||
 	    (sync && fdatasync(m->fd) == -1))
 		return -1;
 	m->rcpt[i].state = st;
@@ -873,7 +857,7 @@ spool_note_defer(struct spool *s, const char *id, int attempts, const char *last
 		return -1;
 	char out[1300];
 	int n = snprintf(out, sizeof(out), "attempts %d\nerror %s\n", attempts, text);
-	if (write_all(fd, out, (size_t)n, 0) == -1) {
+	if (fd_pwrite_all(fd, out, (size_t)n, 0) == -1) {
 		close(fd);
 		unlinkat(s->dfd[D_TMP], tmp, 0);
 		return -1;

@@ -676,18 +676,19 @@ filter_milters_helo(struct filter_milters *f, const char *helo, filter_cb cb, vo
 	start(f, FEV_HELO, cb, NULL, arg);
 }
 
-void
-filter_milters_mail(struct filter_milters *f, const char *sender, const char *params,
-                    filter_cb cb, void *arg)
+/* MAIL and RCPT: the path, its ESMTP arguments, and its address macro. */
+static void
+start_path(struct filter_milters *f, enum fev ev, const char *macro,
+           const char *path, const char *params, filter_cb cb, void *arg)
 {
 	struct filter_reply r;
 	char *addr;
 
-	f->word = strdup(sender);
+	f->word = strdup(path);
 	f->args = split_args(params);
-	addr = strip_path(sender);
+	addr = strip_path(path);
 	if (f->word == NULL || f->args == NULL || addr == NULL
-	    || milter_macros_set(f->mac, "{mail_addr}", addr) < 0) {
+	    || milter_macros_set(f->mac, macro, addr) < 0) {
 		free(addr);
 		pending_free(f);
 		reply_set(&r, 451, "4.3.0", "Error: out of memory");
@@ -695,29 +696,21 @@ filter_milters_mail(struct filter_milters *f, const char *sender, const char *pa
 		return;
 	}
 	free(addr);
-	start(f, FEV_MAIL, cb, NULL, arg);
+	start(f, ev, cb, NULL, arg);
+}
+
+void
+filter_milters_mail(struct filter_milters *f, const char *sender, const char *params,
+                    filter_cb cb, void *arg)
+{
+	start_path(f, FEV_MAIL, "{mail_addr}", sender, params, cb, arg);
 }
 
 void
 filter_milters_rcpt(struct filter_milters *f, const char *rcpt, const char *params,
                     filter_cb cb, void *arg)
 {
-	struct filter_reply r;
-	char *addr;
-
-	f->word = strdup(rcpt);
-	f->args = split_args(params);
-	addr = strip_path(rcpt);
-	if (f->word == NULL || f->args == NULL || addr == NULL
-	    || milter_macros_set(f->mac, "{rcpt_addr}", addr) < 0) {
-		free(addr);
-		pending_free(f);
-		reply_set(&r, 451, "4.3.0", "Error: out of memory");
-		cb(arg, &r);
-		return;
-	}
-	free(addr);
-	start(f, FEV_RCPT, cb, NULL, arg);
+	start_path(f, FEV_RCPT, "{rcpt_addr}", rcpt, params, cb, arg);
 }
 
 void

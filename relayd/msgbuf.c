@@ -2,6 +2,7 @@
  * msgbuf: memory first, then an unlinked temporary file ($TMPDIR or /tmp).
  */
 #include "msgbuf.h"
+#include "fdio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -43,22 +44,6 @@ tmpfile_open(void)
 	return fd;
 }
 
-static int
-write_all(int fd, const char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 void
 msgbuf_add(struct msgbuf *m, const char *p, size_t n)
 {
@@ -80,14 +65,14 @@ msgbuf_add(struct msgbuf *m, const char *p, size_t n)
 			struct evbuffer_iovec v;
 			if (evbuffer_peek(m->mem, -1, NULL, &v, 1) < 1)
 				break;
-			if (write_all(m->fd, v.iov_base, v.iov_len) < 0) {
+			if (fd_write_all(m->fd, v.iov_base, v.iov_len) < 0) {
 				m->err = errno;
 				return;
 			}
 			evbuffer_drain(m->mem, v.iov_len);
 		}
 	}
-	if (write_all(m->fd, p, n) < 0)
+	if (fd_write_all(m->fd, p, n) < 0)
 		m->err = errno;
 }
 

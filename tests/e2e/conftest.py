@@ -6,6 +6,7 @@ default ./build) on loopback addresses.
 import os
 import pathlib
 import socket
+import time
 
 import pytest
 
@@ -42,3 +43,16 @@ def free_port_both(host="127.0.0.1"):
         except OSError:
             continue
     raise RuntimeError("no free port")
+
+
+def poll(cond, timeout=20, what="condition", step=0.05):
+    """cond() until it returns something true, which is returned; bounded
+    by timeout seconds, then the test fails."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)

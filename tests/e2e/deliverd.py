@@ -63,22 +63,10 @@ import time
 
 import pytest
 
-from conftest import free_port
+from conftest import poll as _poll, free_port
 
 MAIL_NAME = "mx.example.test"
 LOCAL_DOMAINS = "example.test, mx.example.test"
-
-
-def _poll(cond, timeout, what, step=0.05):
-    """cond() until true, bounded; returns its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
 
 
 def write_config(path, listen, control, spool, mailbox, users_file,

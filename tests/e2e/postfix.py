@@ -22,7 +22,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
+
+from conftest import poll as _wait
 
 POSTFIX = "/usr/sbin/postfix"
 
@@ -52,18 +53,6 @@ anvil     unix  - - n - 1 anvil
 scache    unix  - - n - 1 scache
 postlog   unix-dgram n - n - 1 postlogd
 """
-
-
-def _wait(cond, timeout, what, step=0.05):
-    """Poll cond() until true; bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
 
 
 def install_hint():

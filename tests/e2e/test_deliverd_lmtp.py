@@ -14,26 +14,14 @@ import pathlib
 import re
 import socket
 import subprocess
-import time
 
 import pytest
 
 import postfix
-from conftest import free_port
+from conftest import free_port, poll
 from deliverd import Deliverd, deliverd_factory  # noqa: F401  (fixture)
 
 REMOTE = "r@remote.test"
-
-
-def poll(cond, timeout=20, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
