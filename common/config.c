@@ -49,10 +49,12 @@ static const struct param params[] = {
 	{ "filterd", "on_none",       P_ACTION, OFF(filterd.on_result[SPF_RES_NONE]),      "tag" },
 	{ "filterd", "on_temperror",  P_ACTION, OFF(filterd.on_result[SPF_RES_TEMPERROR]), "tempfail" },
 	{ "filterd", "on_permerror",  P_ACTION, OFF(filterd.on_result[SPF_RES_PERMERROR]), "tag" },
+	{ "filterd", "user",          P_STR,    OFF(filterd.user),       "spfgate-filterd" },
 	{ "filterd", "helo_check",    P_BOOL,   OFF(filterd.helo_check), "off" },
 	{ "filterd", "dry_run",       P_BOOL,   OFF(filterd.dry_run),    "off" },
 
 	{ "relayd", "listen",          P_ADDRPORTS, OFF(relayd.listen), "0.0.0.0:25, [::]:25" },
+	{ "relayd", "user",            P_STR,      OFF(relayd.user),    "spfgate-relayd" },
 	{ "relayd", "milters",         P_MILTERS,  OFF(relayd.milters),   "" },
 	{ "relayd", "milter_default_action", P_DEFACT, OFF(relayd.milter_default_action), "tempfail" },
 	{ "relayd", "milter_connect_timeout", P_DURATION, OFF(relayd.milter_connect_timeout), "30s" },
@@ -73,6 +75,7 @@ static const struct param params[] = {
 
 	{ "deliverd", "listen",        P_LISTENS,  OFF(deliverd.listen),
 	  "unix:" RUNSTATEDIR "/spfgate/deliverd.sock" },
+	{ "deliverd", "user",          P_STR,      OFF(deliverd.user),     "spfgate-deliverd" },
 	{ "deliverd", "control",       P_PATH,     OFF(deliverd.control),
 	  RUNSTATEDIR "/spfgate/deliverd.ctl" },
 	{ "deliverd", "spool",         P_PATH,     OFF(deliverd.spool),
@@ -565,6 +568,9 @@ config_free(struct config *c)
 	free(c->mail_name);
 	free(c->log);
 	free(c->filterd.listen);
+	free(c->filterd.user);
+	free(c->relayd.user);
+	free(c->deliverd.user);
 	strlist_free(&c->relayd.listen);
 	strlist_free(&c->relayd.milters);
 	free(c->relayd.lmtp);

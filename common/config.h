@@ -36,11 +36,13 @@ struct config {
 		enum spf_action on_result[7];
 		int helo_check;
 		int dry_run;
+		char *user;                  /* run as, when started as root */
 	} filterd;
 
 	/* [relayd] */
 	struct {
 		struct strlist listen;       /* "ADDR:PORT", "[V6]:PORT" */
+		char *user;                  /* run as, when started as root */
 		struct strlist milters;      /* unix:/PATH, inet:PORT@ADDR, in order */
 		int milter_default_action;   /* enum milter_default */
 		long milter_connect_timeout, milter_command_timeout,
@@ -58,6 +60,7 @@ struct config {
 	/* [deliverd] */
 	struct {
 		struct strlist listen;      /* LMTP: unix:/PATH, inet:PORT@ADDR */
+		char *user;                 /* run as, when started as root */
 		char *control;              /* control socket path (queue tool) */
 		char *spool;                /* spool directory */
 		char *mailbox;              /* mbox path template: %u user, %% */

@@ -1,0 +1,2 @@
+# Installed files besides the programs: sample configuration, systemd units,
+# system users, manual pages.

@@ -1,0 +1,1 @@
+# spfgate-dnscheck: the DNS self-check of a site.

@@ -1,0 +1,1 @@
+# spfgate-sendmail: the sendmail(1) interface for local programs.
