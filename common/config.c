@@ -21,7 +21,7 @@
 enum ptype { P_STR, P_DOMAIN, P_DOMAINS, P_CIDRS, P_NAMESERVERS, P_SECONDS,
              P_BOOL, P_ACTION, P_LOG, P_LISTEN, P_LISTENS, P_PATH, P_OPTPATH,
              P_DURATION, P_COUNT, P_MODE, P_HOSTPORT, P_TLS, P_DELIM,
-             P_USERS, P_ADDRPORTS, P_MILTERS, P_DEFACT };
+             P_USERS, P_ADDRPORTS, P_MILTERS, P_DEFACT, P_MAILBOX };
 
 struct param {
 	const char *section;
@@ -80,7 +80,7 @@ static const struct param params[] = {
 	  RUNSTATEDIR "/spfgate/deliverd.ctl" },
 	{ "deliverd", "spool",         P_PATH,     OFF(deliverd.spool),
 	  LOCALSTATEDIR "/spool/spfgate" },
-	{ "deliverd", "mailbox",       P_PATH,     OFF(deliverd.mailbox),
+	{ "deliverd", "mailbox",       P_MAILBOX,    OFF(deliverd.mailbox),
 	  LOCALSTATEDIR "/mail/%u" },
 	{ "deliverd", "mailbox_mode",  P_MODE,     OFF(deliverd.mailbox_mode), "0600" },
 	{ "deliverd", "local_users",   P_USERS,    OFF(deliverd.local_users),  "system" },
@@ -200,6 +200,10 @@ apply(struct config *c, const struct param *p, const char *v)
 	switch (p->type) {
 	case P_OPTPATH:
 	case P_PATH:
+	case P_MAILBOX:
+		/* a mailbox may also be in the recipient's home: "%h/mbox" */
+		if (p->type == P_MAILBOX && v[0] != '/' && strncmp(v, "%h/", 3) != 0)
+			return "expected an absolute path, or one that starts with %h/";
 		if (p->type == P_PATH && v[0] != '/')
 			return "expected an absolute path";
 		if (p->type == P_OPTPATH && v[0] != '\0' && v[0] != '/')
@@ -208,8 +212,9 @@ apply(struct config *c, const struct param *p, const char *v)
 	case P_STR:
 	case P_LOG:
 	case P_LISTEN:
-		if (p->type == P_LOG && strcmp(v, "syslog") != 0 && strcmp(v, "stderr") != 0)
-			return "expected syslog or stderr";
+		if (p->type == P_LOG && strcmp(v, "syslog") != 0 && strcmp(v, "stderr") != 0 &&
+		    strncmp(v, "files:/", 7) != 0)
+			return "expected syslog, stderr or files:/DIR";
 		if (p->type == P_LISTEN && !listen_valid(v))
 			return "expected unix:/PATH or inet:PORT@ADDR";
 		free(*(char **)f);

@@ -27,7 +27,7 @@ struct config {
 	struct cidr_list relay_networks;
 	struct strlist nameservers;    /* empty: /etc/resolv.conf */
 	int dns_timeout;               /* seconds */
-	char *log;                     /* "syslog" or "stderr" */
+	char *log;                     /* "syslog", "stderr" or "files:/DIR" */
 
 	/* [filterd] */
 	struct {

@@ -8,4 +8,5 @@ common_libspfgate_a_SOURCES = \
 	common/fdio.c common/fdio.h \
 	common/log.c common/log.h \
 	common/policy.c common/policy.h \
+	common/privs.c common/privs.h \
 	common/strlist.c common/strlist.h

@@ -200,9 +200,8 @@ bounce_build(const char *mail_name, const struct spool_msg *m,
 		if (r[i].expired && !smtp_reply(r[i].diag))
 			fputs("delivery time expired: ", f);
 		put_clean(f, r[i].diag, 900);
+		/* no Will-Retry-Until: RFC 3464 keeps it for "delayed" reports */
 		fprintf(f, "\nLast-Attempt-Date: %s\n", date);
-		if (r[i].expired)
-			fprintf(f, "Will-Retry-Until: %s\n", date);
 	}
 
 	/* 3: what was sent */

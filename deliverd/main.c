@@ -21,6 +21,7 @@
  */
 #include "deliverd.h"
 #include "log.h"
+#include "privs.h"
 
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -30,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -154,6 +156,7 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	switch (sig) {
 	case SIGHUP:
+		log_reopen();
 		reload(d);
 		break;
 	case SIGUSR1:
@@ -205,6 +208,38 @@ raise_fd_limit(void)
 	}
 }
 
+/*
+ * Started as root: hand the spool and the sockets to [deliverd] user
+ * (LMTP sockets 0660 for its group, the spfgate group that relayd and a
+ * Postfix using deliverd belong to; the control socket 0600, for root's
+ * queue tool), then become that user.  It keeps what writing each
+ * mailbox as its recipient takes (CAP_SETUID, CAP_SETGID, CAP_CHOWN), and
+ * may raise CAP_DAC_READ_SEARCH only to read the smarthost's password
+ * file, which only root may read.  Before any worker thread exists:
+ * capabilities are per thread.
+ */
+static int
+become_user(struct deliverd *d, char *err, size_t errlen)
+{
+	const struct config *c = d->cfg;
+	struct privs_user u;
+	int t = privs_target(c->deliverd.user, &u, err, errlen);
+
+	if (t <= 0)
+		return t;
+	if (privs_give_tree(c->deliverd.spool, &u, err, errlen) < 0)
+		return -1;
+	for (size_t i = 0; i < c->deliverd.listen.n; i++)
+		if (!strncmp(c->deliverd.listen.v[i], "unix:", 5) &&
+		    privs_give(c->deliverd.listen.v[i] + 5, &u, 0660, err, errlen) < 0)
+			return -1;
+	if (privs_give(c->deliverd.control, &u, 0600, err, errlen) < 0)
+		return -1;
+	return privs_drop(c->deliverd.user,
+	                  PRIVS_CAP(CAP_SETUID) | PRIVS_CAP(CAP_SETGID) | PRIVS_CAP(CAP_CHOWN),
+	                  PRIVS_CAP(CAP_DAC_READ_SEARCH), err, errlen);
+}
+
 static int
 check_only(const char *path)
 {
@@ -253,8 +288,11 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return 2;
 	}
-	log_open("deliverd", to_stderr || strcmp(d.cfg->log, "stderr") == 0
-	                     ? LOG_TARGET_STDERR : LOG_TARGET_SYSLOG);
+	if (log_open_spec("deliverd", d.cfg->log, to_stderr, err, sizeof(err)) < 0) {
+		fprintf(stderr, "deliverd: %s\n", err);
+		cfg_discard(d.cfg);
+		return 2;
+	}
 	/* a write to a client that hung up must fail, not kill the process */
 	signal(SIGPIPE, SIG_IGN);
 	/* A file size limit must fail one write (4.2.2), not kill the daemon. */
@@ -296,6 +334,10 @@ main(int argc, char **argv)
 		log_err("cannot open the control socket: %s", err);
 		goto out;
 	}
+	if (become_user(&d, err, sizeof(err)) < 0) {
+		log_err("cannot drop privileges: %s", err);
+		goto out;
+	}
 	if ((d.sched = sched_new(&d, err, sizeof(err))) == NULL) {
 		log_err("cannot start the scheduler: %s", err);
 		goto out;
@@ -306,8 +348,9 @@ main(int argc, char **argv)
 			log_err("cannot set up signal handling");
 			goto out;
 		}
-	log_info("start: config=%s spool=%s mail_name=%s privileged=%s", config_path,
-	         d.cfg->deliverd.spool, d.cfg->mail_name, d.privileged ? "yes" : "no");
+	log_info("start: config=%s spool=%s mail_name=%s privileged=%s uid=%ld", config_path,
+	         d.cfg->deliverd.spool, d.cfg->mail_name, d.privileged ? "yes" : "no",
+	         (long)geteuid());
 
 	rc = event_base_dispatch(d.base) < 0 ? 1 : 0;
 

@@ -56,12 +56,17 @@
  * appends under the fcntl lock alone, ignoring a dead writer's dotlock,
  * would lose its append to this repair.
  *
- * Identity: as root with switch_identity, an existing mailbox is opened
- * with the recipient's fs uid/gid (setfsuid/setfsgid act on the calling
- * thread only on Linux, which makes this safe in worker threads); a new
- * one is created as root with O_EXCL, then fchown'ed and fchmod'ed.  The
- * dotlock is made as root (Debian's /var/mail is writable by group mail
- * only).  The append, fsync and any truncation run as the recipient.
+ * Identity: with switch_identity (deliverd started as root; "self" is
+ * root or, after the drop, deliverd's user in group mail with CAP_SETUID,
+ * CAP_SETGID and CAP_CHOWN), an existing mailbox is opened with the
+ * recipient's fs uid/gid (setfsuid/setfsgid, like capabilities, act on
+ * the calling thread only on Linux, which makes this safe in worker
+ * threads); a new one is created by self with O_EXCL, then fchown'ed and
+ * fchmod'ed.  The dotlock is made by self (Debian's /var/mail is writable
+ * by group mail only).  The append, fsync and any truncation run as the
+ * recipient, holding no capability.  Where self may not write the
+ * mailbox's folder (%h under a private home), the whole delivery, lock
+ * file included, runs as the recipient.
  * Symbolic links, non-regular files, files with several links and
  * (switch_identity) files owned by someone else are refused, 5.2.0.
  *
@@ -85,6 +90,7 @@
 
 #include "dotlock.h"
 #include "log.h"
+#include "privs.h"
 
 static int lock_timeout_ms = 20000;
 
@@ -321,22 +327,46 @@ take_dotlock(struct dotlock *l, const char *mbox, const struct timespec *deadlin
 	}
 }
 
-/* ---- identity ---- */
+/* ---- identity ----
+ * "self" is the daemon's user: root, or spfgate-deliverd holding
+ * CAP_SETUID, CAP_SETGID and CAP_CHOWN.  As the recipient, the thread
+ * holds no capability at all: what it writes, the recipient could. */
 
 static int
 become(uid_t uid, gid_t gid)
 {
-	/* gid first: once the fs uid is not 0, CAP_SETGID is gone */
 	setfsgid(gid);
 	setfsuid(uid);
-	return ((uid_t)setfsuid(uid) == uid && (gid_t)setfsgid(gid) == gid) ? 0 : -1;
+	if ((uid_t)setfsuid(uid) != uid || (gid_t)setfsgid(gid) != gid)
+		return -1;
+	return privs_suspend();
 }
 
 static void
-become_root(void)
+become_self(void)
 {
-	setfsuid(0);
-	setfsgid(0);
+	privs_resume();
+	setfsuid(geteuid());
+	setfsgid(getegid());
+}
+
+/*
+ * May self make files beside the mailbox?  Not in a folder only its user
+ * may write (a %h template under a 0700 home): there the whole delivery,
+ * lock file included, runs as the recipient.
+ */
+static int
+self_may_write(const char *path)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	size_t n = slash && slash != path ? (size_t)(slash - path) : 1;
+
+	if (n >= sizeof(dir))
+		return 0;
+	memcpy(dir, path, n);
+	dir[n] = '\0';
+	return faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) == 0;
 }
 
 /* ---- the mailbox ---- */
@@ -381,14 +411,14 @@ open_mailbox(const struct mbox_dest *d, int *fdp, char *err, size_t errlen)
 
 	for (int tries = 0;; tries++) {
 		if (d->switch_identity && become(d->uid, d->gid) < 0) {
-			become_root();
+			become_self();
 			fail(err, errlen, "4.3.0 cannot switch to uid %ld", (long)d->uid);
 			return MBOX_TEMP;
 		}
 		fd = open(d->path, flags);
 		int e = errno;
 		if (d->switch_identity)
-			become_root();
+			become_self();
 		if (fd >= 0)
 			break;
 		if (d->switch_identity && (e == EACCES || e == EPERM) &&
@@ -449,8 +479,11 @@ open_mailbox(const struct mbox_dest *d, int *fdp, char *err, size_t errlen)
 	/* O_NONBLOCK was only against a FIFO planted in the mailbox's place */
 	fcntl(fd, F_SETFL, O_APPEND);
 	if (created) {
-		if ((d->switch_identity && fchown(fd, d->uid, d->gid) < 0) ||
-		    fchmod(fd, (mode_t)(d->mode & 07777)) < 0 || fsync_parent(d->path) < 0) {
+		/* the mode while it is still ours: after the chown, changing it
+		 * would take CAP_FOWNER, which deliverd does not keep */
+		if (fchmod(fd, (mode_t)(d->mode & 07777)) < 0 ||
+		    (d->switch_identity && fchown(fd, d->uid, d->gid) < 0) ||
+		    fsync_parent(d->path) < 0) {
 			int e = errno;
 			/* an empty file we made: nothing of anyone's is lost */
 			unlink(d->path);
@@ -560,6 +593,19 @@ mbox_deliver(const struct mbox_dest *d, const struct mbox_msg *m,
 	}
 	if ((st = render(m, &buf, &len, err, errlen)) != MBOX_OK)
 		return st;
+	struct mbox_dest own = *d;
+	int whole = 0;
+	if (d->switch_identity && !self_may_write(d->path)) {
+		if (become(d->uid, d->gid) < 0) {
+			become_self();
+			free(buf);
+			fail(err, errlen, "4.3.0 cannot switch to uid %ld", (long)d->uid);
+			return MBOX_TEMP;
+		}
+		own.switch_identity = 0;   /* already the recipient throughout */
+		whole = 1;
+	}
+	d = &own;
 
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += lock_timeout_ms / 1000;
@@ -630,8 +676,10 @@ out:
 	if (fd >= 0)
 		close(fd);       /* drops the fcntl lock */
 	if (identity)
-		become_root();
+		become_self();
 	dotlock_release(&l);
+	if (whole)
+		become_self();
 	held_release(d->path);
 	free(buf);
 	return st;

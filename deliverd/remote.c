@@ -36,10 +36,12 @@
 #include "remote_int.h"
 #include "smtp_client.h"
 #include "log.h"
+#include "privs.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <linux/capability.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -437,8 +439,13 @@ remote_deliver(struct remote_ctx *rc, const struct remote_job *job,
 	}
 
 	if (smarthost && rc->auth_file) {
-		if (remote_read_auth(rc->auth_file, user, sizeof user, pass, sizeof pass,
-		                     err, sizeof err) < 0) {
+		/* a file only root may read: after the drop, with the one
+		 * capability kept for it, raised for this read alone */
+		privs_raise(CAP_DAC_READ_SEARCH);
+		int ar = remote_read_auth(rc->auth_file, user, sizeof user, pass, sizeof pass,
+		                          err, sizeof err);
+		privs_lower(CAP_DAC_READ_SEARCH);
+		if (ar < 0) {
 			log_err("id=%s smarthost=%s error=%s", job->id, rc->sh_spec,
 			        log_quote(q, sizeof q, err));
 			fail_all(job, res, REMOTE_DEFER, "4.7.0", "none", err);

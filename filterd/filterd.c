@@ -20,6 +20,7 @@
 #include "config.h"
 #include "dns.h"
 #include "log.h"
+#include "privs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -282,8 +283,11 @@ main(int argc, char **argv)
 		return 0;
 	}
 
-	log_open("filterd", to_stderr || strcmp(env->cfg.log, "stderr") == 0
-	                    ? LOG_TARGET_STDERR : LOG_TARGET_SYSLOG);
+	if (log_open_spec("filterd", env->cfg.log, to_stderr, err, sizeof(err)) < 0) {
+		fprintf(stderr, "filterd: %s\n", err);
+		env_discard(env);
+		return 2;
+	}
 	/* A write to an MTA that hung up must fail, not kill the process. */
 	signal(SIGPIPE, SIG_IGN);
 	/* Blocked before any thread exists, so that only main takes them. */
@@ -327,18 +331,30 @@ main(int argc, char **argv)
 	}
 	if (find_listener() < 0)
 		log_warn("cannot find the listening socket of %s", env->cfg.filterd.listen);
+	/* listening: the rest runs as [filterd] user, which owns the socket
+	 * (to remove it at stop) */
+	{
+		struct privs_user u;
+		int t = privs_target(env->cfg.filterd.user, &u, err, sizeof(err));
+		if (t < 0 || (t > 0 && sock && privs_give(sock, &u, 0666, err, sizeof(err)) < 0) ||
+		    privs_drop(env->cfg.filterd.user, 0, 0, err, sizeof(err)) < 0) {
+			log_err("cannot drop privileges: %s", err);
+			goto fail;
+		}
+	}
 
 	if (pthread_create(&milter_thread, NULL, run_milter, NULL) != 0) {
 		log_err("cannot start the milter thread");
 		goto fail;
 	}
-	log_info("start: listen=%s mail_name=%s config=%s", env->cfg.filterd.listen,
-	         env->cfg.mail_name, path);
+	log_info("start: listen=%s mail_name=%s config=%s uid=%ld", env->cfg.filterd.listen,
+	         env->cfg.mail_name, path, (long)geteuid());
 
 	for (;;) {
 		struct timespec second = { 1, 0 };
 		sig = sigtimedwait(&sigs, NULL, &second);
 		if (sig == SIGHUP) {
+			log_reopen();
 			reload(path);
 			continue;
 		}

@@ -243,7 +243,11 @@ log_decision(SMFICTX *ctx, const struct session *s, const char *stage,
 		tb_kv(&b, "dry_run", verdict_word(t->pm.dry_verdict));
 	if (reply && *reply)
 		tb_kv(&b, "reply", reply);
-	log_info("%s", b.s ? b.s : stage);
+	/* refusals also go to the reject log, when logging to files */
+	if (strcmp(action, "accept") != 0)
+		log_reject("%s", b.s ? b.s : stage);
+	else
+		log_info("%s", b.s ? b.s : stage);
 	tb_free(&b);
 }
 

@@ -22,6 +22,7 @@
  */
 #include "relayd.h"
 #include "log.h"
+#include "privs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -244,6 +245,7 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 
 	(void)what;
 	if (sig == SIGHUP) {
+		log_reopen();
 		reload(rd);
 		return;
 	}
@@ -321,8 +323,11 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return 2;
 	}
-	log_open("relayd", to_stderr || strcmp(rd.cfg->log, "stderr") == 0
-	                   ? LOG_TARGET_STDERR : LOG_TARGET_SYSLOG);
+	if (log_open_spec("relayd", rd.cfg->log, to_stderr, err, sizeof(err)) < 0) {
+		fprintf(stderr, "relayd: %s\n", err);
+		cfg_discard(rd.cfg);
+		return 2;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
 	rd.tls = relayd_tls_ctx(rd.cfg, err, sizeof(err));
@@ -339,14 +344,20 @@ main(int argc, char **argv)
 			log_err("cannot listen: %s", err);
 			goto out;
 		}
+	/* bound and the key read: nothing more needs root (a reload reads
+	 * the certificate and key as [relayd] user) */
+	if (privs_drop(rd.cfg->relayd.user, 0, 0, err, sizeof(err)) < 0) {
+		log_err("cannot drop privileges: %s", err);
+		goto out;
+	}
 	for (int i = 0; i < 3; i++)
 		if ((sigev[i] = evsignal_new(rd.base, sigs[i], on_signal, &rd)) == NULL
 		    || event_add(sigev[i], NULL) < 0) {
 			log_err("cannot set up signal handling");
 			goto out;
 		}
-	log_info("start: config=%s mail_name=%s lmtp=%s tls=%s", config_path,
-	         rd.cfg->mail_name, rd.cfg->relayd.lmtp, rd.tls ? "yes" : "no");
+	log_info("start: config=%s mail_name=%s lmtp=%s tls=%s uid=%ld", config_path,
+	         rd.cfg->mail_name, rd.cfg->relayd.lmtp, rd.tls ? "yes" : "no", (long)geteuid());
 
 	rc = event_base_dispatch(rd.base) < 0 ? 1 : 0;
 

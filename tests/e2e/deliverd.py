@@ -86,6 +86,8 @@ def write_config(path, listen, control, spool, mailbox, users_file,
              f"mailbox = {mailbox}",
              f"local_users = {users_file}",
              f"aliases = {aliases_file}"]
+    # started as root, stay root unless a test names the user to become
+    deliverd.setdefault("user", "")
     lines += [f"{k} = {v}" for k, v in deliverd.items()]
     pathlib.Path(path).write_text("\n".join(lines) + "\n")
     return path
@@ -135,9 +137,11 @@ class Deliverd:
         self.listen = ", ".join(listens)
         self.postfix = (f"lmtp:unix:{self.sock}" if self.sock
                         else f"lmtp:inet:127.0.0.1:{self.port}")
+        mailbox = config.pop("mailbox", f"{self.maildir}/%u")
+        local_users = config.pop("local_users", self.users_file)
         self.conf = write_config(
             self.dir / "deliverd.conf", self.listen, self.control, self.spool,
-            f"{self.maildir}/%u", self.users_file,
+            mailbox, local_users,
             aliases_file=self.aliases_file or "", nameserver=nameserver, **config)
         self.logfile = self.dir / "deliverd.log"
         self.proc = None

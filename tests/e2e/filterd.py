@@ -31,16 +31,18 @@ MAIL_NAME = "mx.example.test"
 
 def write_config(path, listen, nameserver="", mail_name=MAIL_NAME,
                  local_domains="example.test, mx.example.test",
-                 relay_networks="127.0.0.1/32, ::1", dns_timeout=2, **filterd):
+                 relay_networks="127.0.0.1/32, ::1", dns_timeout=2, log="stderr",
+                 **filterd):
     lines = ["[global]",
              f"mail_name = {mail_name}",
              f"local_domains = {local_domains}",
              f"relay_networks = {relay_networks}",
              f"nameservers = {nameserver}",
              f"dns_timeout = {dns_timeout}",
-             "log = stderr",
+             f"log = {log}",
              "[filterd]",
              f"listen = {listen}"]
+    filterd.setdefault("user", "")   # stay as started unless a test says
     lines += [f"{k} = {v}" for k, v in filterd.items()]
     pathlib.Path(path).write_text("\n".join(lines) + "\n")
     return path
@@ -72,6 +74,8 @@ class Filterd:
             self.listen = f"inet:{self.port}@127.0.0.1"
             self.miltertest = self.listen
             self.postfix = f"inet:127.0.0.1:{self.port}"
+        # log="files:/DIR" (a [global] key): filterd runs without -d
+        self.args = ["-d"] if config.get("log", "stderr") == "stderr" else []
         self.conf = write_config(self.dir / "filterd.conf", self.listen,
                                  nameserver=nameserver, **config)
         self.logfile = self.dir / "filterd.log"
@@ -99,7 +103,7 @@ class Filterd:
         log = open(self.logfile, "ab")
         try:
             self.proc = subprocess.Popen(
-                [str(self.binary), "-d", "-c", str(self.conf)],
+                [str(self.binary), *self.args, "-c", str(self.conf)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True)
         finally:

@@ -123,6 +123,7 @@ class Relayd:
             self.cert, self.key = make_cert(self.dir)
             r["tls_cert_file"] = str(self.cert)
             r["tls_key_file"] = str(self.key)
+        r["user"] = ""   # stay as started unless a test says
         for k, v in config.items():
             (g if k in GLOBAL_KEYS else r)[k] = v
         self.write_config(g, r)

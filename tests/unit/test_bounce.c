@@ -147,6 +147,8 @@ structure(void **state)
 	                           "Diagnostic-Code: X-Spfgate; delivery time expired: connection refused\n"));
 	/* the CRLF in the reply did not start a field of its own */
 	assert_null(strstr(p2, "\nAction: delivered"));
+	/* a failed report promises no retry (RFC 3464 2.3.9: "delayed" only) */
+	assert_null(strstr(p2, "Will-Retry-Until"));
 
 	assert_non_null(strstr(p3, "Content-Type: text/rfc822-headers\n\n"
 	                           "Received: from x by y\nFrom: Alice <alice@example.org>\n"
