@@ -12,6 +12,7 @@
 
 #include <ini.h>
 #include <stddef.h>
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,7 @@
 enum ptype { P_STR, P_DOMAIN, P_DOMAINS, P_CIDRS, P_NAMESERVERS, P_SECONDS,
              P_BOOL, P_ACTION, P_LOG, P_LISTEN, P_LISTENS, P_PATH, P_OPTPATH,
              P_DURATION, P_COUNT, P_MODE, P_HOSTPORT, P_TLS, P_DELIM,
-             P_USERS, P_ADDRPORTS, P_MILTERS, P_DEFACT, P_MAILBOX };
+             P_USERS, P_ADDRPORTS, P_MILTERS, P_DEFACT, P_MAILBOX, P_IPADDR };
 
 struct param {
 	const char *section;
@@ -92,6 +93,7 @@ static const struct param params[] = {
 	{ "deliverd", "smarthost_auth_file", P_OPTPATH, OFF(deliverd.smarthost_auth_file), "" },
 	{ "deliverd", "smtp_tls",      P_TLS,      OFF(deliverd.smtp_tls),     "opportunistic" },
 	{ "deliverd", "smtp_port",     P_COUNT,    OFF(deliverd.smtp_port),    "25" },
+	{ "deliverd", "smtp_bind_address", P_IPADDR, OFF(deliverd.smtp_bind_address), "" },
 	{ "deliverd", "retry_min",     P_DURATION, OFF(deliverd.retry_min),    "5m" },
 	{ "deliverd", "retry_max",     P_DURATION, OFF(deliverd.retry_max),    "1h" },
 	{ "deliverd", "queue_lifetime", P_DURATION, OFF(deliverd.queue_lifetime), "5d" },
@@ -208,6 +210,13 @@ apply(struct config *c, const struct param *p, const char *v)
 			return "expected an absolute path";
 		if (p->type == P_OPTPATH && v[0] != '\0' && v[0] != '/')
 			return "expected an absolute path or nothing";
+		/* FALLTHROUGH */
+	case P_IPADDR:
+		if (v[0] != '\0') {
+			unsigned char a[16];
+			if (inet_pton(AF_INET, v, a) != 1 && inet_pton(AF_INET6, v, a) != 1)
+				return "expected an IPv4 or IPv6 address, or nothing";
+		}
 		/* FALLTHROUGH */
 	case P_STR:
 	case P_LOG:
@@ -588,6 +597,7 @@ config_free(struct config *c)
 	free(c->deliverd.mailbox);
 	free(c->deliverd.aliases);
 	free(c->deliverd.smarthost);
+	free(c->deliverd.smtp_bind_address);
 	free(c->deliverd.smarthost_auth_file);
 	strlist_free(&c->local_domains);
 	strlist_free(&c->nameservers);

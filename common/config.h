@@ -74,6 +74,7 @@ struct config {
 		char *smarthost_auth_file;  /* "user password" file, "" for none */
 		int smtp_tls;               /* enum tls_policy, MX delivery */
 		long smtp_port;             /* port of remote MX hosts */
+		char *smtp_bind_address;    /* source address of SMTP connections, "" any */
 		long retry_min, retry_max;  /* seconds */
 		long queue_lifetime;        /* seconds */
 		long concurrency;           /* deliveries at once, overall */

@@ -73,6 +73,8 @@ struct remote_ctx {
 	struct cached *cache;
 	size_t ncache;
 	struct remote_self self;    /* relayd's listeners: never a destination */
+	struct sockaddr_storage src; /* smtp_bind_address */
+	socklen_t srclen;            /* 0: any */
 };
 
 static time_t
@@ -102,6 +104,18 @@ remote_new(const struct config *cfg, struct dns_resolver *dns, char *err, size_t
 	rc->sh_tls = cfg->deliverd.smarthost_tls;
 	rc->mx_tls = cfg->deliverd.smtp_tls;
 	rc->mx_port = (int)cfg->deliverd.smtp_port;
+	const char *ba = cfg->deliverd.smtp_bind_address;
+	if (ba && ba[0]) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&rc->src;
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&rc->src;
+		if (inet_pton(AF_INET, ba, &s4->sin_addr) == 1) {
+			s4->sin_family = AF_INET;
+			rc->srclen = sizeof *s4;
+		} else if (inet_pton(AF_INET6, ba, &s6->sin6_addr) == 1) {
+			s6->sin6_family = AF_INET6;
+			rc->srclen = sizeof *s6;
+		}
+	}
 	if (remote_self_init(&rc->self, &cfg->relayd.listen) < 0) {
 		snprintf(err, errlen, "out of memory");
 		remote_free(rc);
@@ -307,6 +321,7 @@ open_session(struct remote_ctx *rc, const struct remote_job *job,
 	snprintf(s->host, sizeof s->host, "%s", t->host);
 	fmt_relay(t, s->relay, sizeof s->relay);
 	if (smtp_io_connect(&s->io, (const struct sockaddr *)&t->ss, t->sslen,
+	                    rc->srclen ? (const struct sockaddr *)&rc->src : NULL, rc->srclen,
 	                    rc->to.connect, err, sizeof err) < 0) {
 		smtp_local_error(r, "4.4.1", "%s: %s", s->relay, err);
 		goto fail;

@@ -92,8 +92,9 @@ smtp_tls_ctx_new(char *err, size_t errlen)
 }
 
 int
-smtp_io_connect(struct smtp_io *io, const struct sockaddr *addr,
-                socklen_t alen, int timeout_s, char *err, size_t errlen)
+smtp_io_connect(struct smtp_io *io, const struct sockaddr *addr, socklen_t alen,
+                const struct sockaddr *src, socklen_t srclen,
+                int timeout_s, char *err, size_t errlen)
 {
 	memset(io, 0, sizeof *io);
 	io->fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -101,6 +102,10 @@ smtp_io_connect(struct smtp_io *io, const struct sockaddr *addr,
 		snprintf(err, errlen, "socket: %s", strerror(errno));
 		io->broken = 1;
 		return -1;
+	}
+	if (src && src->sa_family == addr->sa_family && bind(io->fd, src, srclen) < 0) {
+		snprintf(err, errlen, "bind to smtp_bind_address: %s", strerror(errno));
+		goto fail;
 	}
 	if (connect(io->fd, addr, alen) == 0)
 		return 0;

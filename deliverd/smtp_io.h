@@ -36,12 +36,14 @@ struct smtp_io {
 SSL_CTX *smtp_tls_ctx_new(char *err, size_t errlen);
 
 /*
- * Connect to addr within timeout_s seconds.  0, or -1 with the reason in
- * err ("connect to ...: Connection refused").  io is initialised either
- * way; smtp_io_close() is safe on a failed one.
+ * Connect to addr within timeout_s seconds, from src when it is not NULL
+ * (and of addr's family).  0, or -1 with the reason in err ("connect to
+ * ...: Connection refused").  io is initialised either way;
+ * smtp_io_close() is safe on a failed one.
  */
-int smtp_io_connect(struct smtp_io *io, const struct sockaddr *addr,
-                    socklen_t alen, int timeout_s, char *err, size_t errlen);
+int smtp_io_connect(struct smtp_io *io, const struct sockaddr *addr, socklen_t alen,
+                    const struct sockaddr *src, socklen_t srclen,
+                    int timeout_s, char *err, size_t errlen);
 void smtp_io_close(struct smtp_io *io);
 
 /* TLS handshake on the connected socket; sni may be NULL (IP literal). */
