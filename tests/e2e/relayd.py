@@ -112,6 +112,9 @@ class Relayd:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.listen = listen or f"127.0.0.1:{self.port}"
+        # where clients connect: the first listen address (a wildcard: loopback)
+        first = self.listen.split(",")[0].strip().rsplit(":", 1)[0].strip("[]")
+        self.host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(first, first)
         self.conf = self.dir / "relayd.conf"
         self.logfile = self.dir / "relayd.log"
         self.proc = None
@@ -135,7 +138,7 @@ class Relayd:
 
     def _greets(self):
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            with socket.create_connection((self.host, self.port), timeout=2) as s:
                 ok = s.recv(512).startswith(b"220")
                 s.sendall(b"QUIT\r\n")
                 # read to EOF: relayd has dropped the session by then, so
@@ -192,11 +195,11 @@ class Relayd:
         return rc
 
     def smtp(self, source=None, timeout=20):
-        return smtplib.SMTP("127.0.0.1", self.port, timeout=timeout,
+        return smtplib.SMTP(self.host, self.port, timeout=timeout,
                             source_address=(source, 0) if source else None)
 
     def raw(self, source=None, greeting=True, timeout=10):
-        c = RawClient("127.0.0.1", self.port, source=source, timeout=timeout)
+        c = RawClient(self.host, self.port, source=source, timeout=timeout)
         if greeting:
             code, lines = c.reply()
             assert code == 220, lines
