@@ -211,13 +211,6 @@ apply(struct config *c, const struct param *p, const char *v)
 		if (p->type == P_OPTPATH && v[0] != '\0' && v[0] != '/')
 			return "expected an absolute path or nothing";
 		/* FALLTHROUGH */
-	case P_IPADDR:
-		if (v[0] != '\0') {
-			unsigned char a[16];
-			if (inet_pton(AF_INET, v, a) != 1 && inet_pton(AF_INET6, v, a) != 1)
-				return "expected an IPv4 or IPv6 address, or nothing";
-		}
-		/* FALLTHROUGH */
 	case P_STR:
 	case P_LOG:
 	case P_LISTEN:
@@ -230,6 +223,15 @@ apply(struct config *c, const struct param *p, const char *v)
 		if ((*(char **)f = strdup(v)) == NULL)
 			return "out of memory";
 		return NULL;
+	case P_IPADDR: {
+		unsigned char a[16];
+		if (v[0] != '\0' && inet_pton(AF_INET, v, a) != 1 && inet_pton(AF_INET6, v, a) != 1)
+			return "expected an IPv4 or IPv6 address, or nothing";
+		free(*(char **)f);
+		if ((*(char **)f = strdup(v)) == NULL)
+			return "out of memory";
+		return NULL;
+	}
 	case P_DOMAIN: {
 		char d[256];
 		if (strlen(v) >= sizeof(d) || !addr_domain_valid(v) || v[0] == '[')

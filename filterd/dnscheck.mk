@@ -4,5 +4,5 @@ filterd_spfgate_dnscheck_SOURCES = filterd/spfgate-dnscheck.c filterd/dnscheck.h
 	filterd/dnscheck_addrs.c filterd/dnscheck_checks.c filterd/dnscheck_spf.c \
 	filterd/dnscheck_spfrec.c filterd/dnscheck_report.c
 filterd_spfgate_dnscheck_LDADD = $(COMMON_LIBS)
-# its own variable: Makefile.am defines no dist_man_MANS to append to
-dist_man8_MANS = filterd/spfgate-dnscheck.8
+
+dist_man_MANS += filterd/spfgate-dnscheck.8

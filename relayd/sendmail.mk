@@ -14,8 +14,7 @@ relayd_spfgate_sendmail_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/relayd \
 	-DQUEUE_TOOL='"$(bindir)/spfgate-queue"'
 relayd_spfgate_sendmail_LDADD = relayd/libsendmail.a $(COMMON_LIBS)
 
-# A variable of its own: Makefile.am sets no dist_man_MANS to add to.
-dist_man8_MANS = relayd/spfgate-sendmail.8
+dist_man_MANS += relayd/spfgate-sendmail.8
 
 check_PROGRAMS += tests/unit/test_sendmail
 TESTS += tests/unit/test_sendmail

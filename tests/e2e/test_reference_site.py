@@ -51,6 +51,8 @@ zero    A   {A}
 zero    TXT "v=spf1 mx ip4:{A} a:stumail.cs.utahtech.edu -all"
 stumail A   {SH}
 """,
+    # a legitimate sender elsewhere, which may mail site B but not relay
+    "foreign.example": f'@ TXT "v=spf1 ip4:{FOREIGN} -all"\n',
 }
 
 
