@@ -158,6 +158,21 @@ deliverd_keys(void **state)
 	expect_error("[deliverd]\nsmarthost_tls = maybe\n", "2: smarthost_tls: expected required, opportunistic or none");
 	expect_error("[deliverd]\nmailbox_mode = 0999\n", "2: mailbox_mode: expected an octal file mode");
 	expect_error("[deliverd]\nlocal_users = ldap\n", "2: local_users: expected");
+	expect_error("[deliverd]\nsmtp_bind_address = mail.example\n",
+	             "2: smtp_bind_address: expected an IPv4 or IPv6 address");
+	expect_error("[deliverd]\nmailbox = ~/mbox\n", "2: mailbox: expected an absolute path, or one that starts with %h/");
+	expect_error("[global]\nlog = file:/var/log\n", "2: log: expected syslog, stderr or files:/DIR");
+	rc = load("[global]\nlog = files:/var/log/spfgate\n[deliverd]\nuser =\n"
+	    "smtp_bind_address = 2001:db8::25\nmailbox = %h/Mail/inbox\n", &c, err, sizeof(err));
+	if (rc != 0)
+		fail_msg("%s", err);
+	assert_string_equal(c.log, "files:/var/log/spfgate");
+	assert_string_equal(c.deliverd.user, "");
+	assert_string_equal(c.deliverd.smtp_bind_address, "2001:db8::25");
+	assert_string_equal(c.deliverd.mailbox, "%h/Mail/inbox");
+	assert_string_equal(c.relayd.user, "spfgate-relayd");   /* the default */
+	assert_string_equal(c.filterd.user, "spfgate-filterd");
+	config_free(&c);
 }
 
 static void
