@@ -503,10 +503,12 @@ static void
 mail_filtered(void *arg, const struct filter_reply *r)
 {
 	struct session *s = arg;
-	char line[FILTER_TEXT_MAX + 32], err[256];
+	char line[FILTER_TEXT_MAX + 32], err[256], lb[ADDR_MAX + 8];
 
 	if (r->action == FILTER_REPLY) {
 		filter_refusal(s, r, 1);
+		log_info("id=%s reject from=<%s> reply=\"%d %s\" client=%s", s->id,
+		         log_quote(lb, sizeof(lb), s->sender), r->code, r->enh, s->peer);
 		free(s->sender);
 		s->sender = NULL;
 		filter_end(s->flt);
