@@ -13,6 +13,13 @@
  * each recipient get its 250; any failure to store answers 452 4.3.1.
  * Session input is not read while a commit is in flight, so pipelined
  * commands after the dot wait their turn.
+ *
+ * Quarantine: LHLO advertises XQUARANTINE, and MAIL takes the parameter
+ * XQUARANTINE=<reason as xtext> (relayd sends it when a milter asked for
+ * quarantine).  The message is then committed straight into the hold
+ * queue with the reason (spool.c) and the scheduler is not told; the
+ * administrator's release delivers it.  Every other unknown parameter is
+ * refused (555), as before.
  */
 #include "deliverd.h"
 #include "lmtp_int.h"
@@ -54,6 +61,7 @@ struct lmtp_session {
 	int throttled;                  /* reading paused: client not reading */
 
 	char *sender;                   /* "" for <> */
+	char *quarantine;               /* XQUARANTINE reason, NULL if none */
 	char **orig;                    /* accepted RCPTs, in order */
 	size_t norig;
 	struct spool_rcpt *sr;          /* what goes to the spool */
@@ -98,6 +106,8 @@ txn_reset(struct lmtp_session *s)
 {
 	free(s->sender);
 	s->sender = NULL;
+	free(s->quarantine);
+	s->quarantine = NULL;
 	for (size_t i = 0; i < s->norig; i++)
 		free(s->orig[i]);
 	free(s->orig);
@@ -274,7 +284,33 @@ cmd_lhlo(struct lmtp_session *s, const char *arg)
 	reply(s, "250-PIPELINING");
 	reply(s, "250-SIZE %ld", cfg->deliverd.message_size_limit);
 	reply(s, "250-8BITMIME");
+	reply(s, "250-XQUARANTINE");
 	reply(s, "250 ENHANCEDSTATUSCODES");
+}
+
+/*
+ * XQUARANTINE=<xtext>: the reason into r (SPOOL_REASON_MAX + 1 bytes).
+ * NULL, or the 501 reply's text: the reason must be xtext, not empty,
+ * not too long, and printable once decoded (it goes into the spool's
+ * header and the log).
+ */
+static const char *
+quarantine_param(const char *v, size_t n, char *r)
+{
+	char t[LINE_MAX_LEN + 1];       /* decoding never makes it longer */
+	ssize_t len = lmtp_xtext_decode(v, n, t, sizeof(t));
+
+	if (len < 0)
+		return "XQUARANTINE value is not xtext (RFC 3461)";
+	if (len == 0)
+		return "XQUARANTINE needs a reason";
+	if (len > SPOOL_REASON_MAX)
+		return "XQUARANTINE reason too long";
+	for (ssize_t i = 0; i < len; i++)
+		if ((unsigned char)t[i] < 0x20 || t[i] == 0x7f)
+			return "XQUARANTINE reason contains control characters";
+	memcpy(r, t, (size_t)len + 1);
+	return NULL;
 }
 
 static void
@@ -284,6 +320,8 @@ cmd_mail(struct lmtp_session *s, const char *arg)
 	const char *params, *why = NULL;
 	struct mailbox m;
 	long limit = s->srv->d->cfg->deliverd.message_size_limit;
+	char qr[SPOOL_REASON_MAX + 1];
+	int quarantined = 0;
 
 	if (s->state == S_GREET) {
 		reply(s, "503 5.5.1 say LHLO first");
@@ -308,7 +346,17 @@ cmd_mail(struct lmtp_session *s, const char *arg)
 		char p[64];
 
 		snprintf(p, sizeof(p), "%.*s", (int)(n < sizeof(p) ? n : sizeof(p) - 1), params);
-		if (strncasecmp(p, "SIZE=", 5) == 0) {
+		if (n >= 11 && strncasecmp(params, "XQUARANTINE", 11) == 0
+		    && (n == 11 || params[11] == '=')) {
+			const char *bad = quarantined ? "duplicate XQUARANTINE parameter"
+			                  : n == 11 ? "XQUARANTINE needs a reason"
+			                  : quarantine_param(params + 12, n - 12, qr);
+			if (bad) {
+				reply(s, "501 5.5.4 %s", bad);
+				return;
+			}
+			quarantined = 1;
+		} else if (strncasecmp(p, "SIZE=", 5) == 0) {
 			char *end;
 			unsigned long long v = strtoull(p + 5, &end, 10);
 			if (p[5] == '\0' || *end != '\0' || n >= sizeof(p)) {
@@ -328,7 +376,10 @@ cmd_mail(struct lmtp_session *s, const char *arg)
 			params++;
 	}
 	s->sender = m.null ? strdup("") : lmtp_addr_text(&m);
-	if (s->sender == NULL) {
+	if (quarantined)
+		s->quarantine = strdup(qr);
+	if (s->sender == NULL || (quarantined && s->quarantine == NULL)) {
+		txn_reset(s);
 		reply(s, "451 4.3.0 out of memory");
 		return;
 	}
@@ -465,7 +516,8 @@ cmd_data(struct lmtp_session *s)
 		reply(s, "452 4.3.1 out of memory, try again later");
 		return;
 	}
-	s->w = spool_writer_new(s->srv->d->spool, s->sender, s->sr, s->nsr, err, sizeof(err));
+	s->w = spool_writer_new_held(s->srv->d->spool, s->sender, s->sr, s->nsr, s->quarantine,
+	                             err, sizeof(err));
 	if (s->w == NULL || write_received(s) < 0) {
 		log_err("lmtp: cannot start a spool file: %s client=%s",
 		        s->w ? strerror(errno) : err, s->peer);
@@ -666,7 +718,14 @@ commit_done(evutil_socket_t fd, short what, void *arg)
 		log_info("id=%s from=<%s> size=%zu nrcpt=%zu client=%s helo=%s", id,
 		         log_quote(lb, sizeof(lb), s->sender), s->size, s->nsr, s->peer,
 		         log_quote(hb, sizeof(hb), s->helo));
-		sched_submit(s->srv->d->sched, id);
+		if (s->quarantine) {
+			/* in hold/ already: the scheduler never sees it */
+			char qb[SPOOL_REASON_MAX * 4 + 8];
+			log_info("id=%s held reason=%s", id,
+			         log_quote(qb, sizeof(qb), s->quarantine));
+		} else {
+			sched_submit(s->srv->d->sched, id);
+		}
 	} else {
 		log_err("id=%s lmtp: queue commit failed: %s from=<%s> client=%s", id, s->job.err,
 		        log_quote(lb, sizeof(lb), s->sender), s->peer);
@@ -678,8 +737,9 @@ commit_done(evutil_socket_t fd, short what, void *arg)
 	}
 	for (size_t i = 0; i < s->norig; i++) {
 		if (ok)
-			reply(s, "250 2.0.0 <%s> Ok: queued as %s",
-			      log_quote(lb, sizeof(lb), s->orig[i]), id);
+			reply(s, "250 2.0.0 <%s> Ok: %s as %s",
+			      log_quote(lb, sizeof(lb), s->orig[i]),
+			      s->quarantine ? "held" : "queued", id);
 		else
 			reply(s, "452 4.3.1 <%s> cannot write to the queue now, try again later",
 			      log_quote(lb, sizeof(lb), s->orig[i]));

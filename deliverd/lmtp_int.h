@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "spool.h"
 #include "addr.h"
@@ -66,6 +67,11 @@ char *lmtp_addr_text(const struct mailbox *m);
 /* Split the text after "FROM:"/"TO:" into the <path> (into buf) and the
  * parameters after it.  0, or -1 on a syntax error. */
 int lmtp_split_path(const char *arg, char *buf, size_t len, const char **params);
+/* RFC 3461 xtext (the n bytes at in) decoded into out and NUL-terminated:
+ * the decoded length, or -1 when in is not xtext ("+" without two upper
+ * case hex digits, a byte outside 33..126, "=") or out is too small.
+ * The value may contain any byte, NUL included: the caller checks. */
+ssize_t lmtp_xtext_decode(const char *in, size_t n, char *out, size_t outlen);
 /* Listening sockets (non-blocking), or -1 with err: a unix socket (mode
  * 0666; a stale file replaced, one in use refused) or inet[6]:PORT@ADDR
  * (loopback when no address is given). */

@@ -1,7 +1,7 @@
 /*
  * lmtp_util: the parts of the LMTP server that need no session: address
- * text for the spool and replies, splitting MAIL/RCPT arguments, and
- * opening the listening sockets.
+ * text for the spool and replies, splitting MAIL/RCPT arguments, xtext
+ * parameter values, and opening the listening sockets.
  */
 #include "lmtp_int.h"
 
@@ -82,6 +82,40 @@ lmtp_split_path(const char *arg, char *buf, size_t len, const char **params)
 	return 0;
 }
 
+static int
+hexval(char c)
+{
+	/* RFC 3461 hexchar: upper case only */
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+ssize_t
+lmtp_xtext_decode(const char *in, size_t n, char *out, size_t outlen)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)in[i];
+		int hi, lo;
+
+		if (c == '+') {
+			if (i + 2 >= n
+			    || (hi = hexval(in[i + 1])) < 0 || (lo = hexval(in[i + 2])) < 0)
+				return -1;
+			c = (unsigned char)(hi << 4 | lo);
+			i += 2;
+		} else if (c < 33 || c > 126 || c == '=') {
+			return -1;
+		}
+		if (o + 1 >= outlen)
+			return -1;
+		out[o++] = (char)c;
+	}
+	if (outlen == 0)
+		return -1;
+	out[o] = '\0';
+	return (ssize_t)o;
+}
 
 int
 lmtp_listen_unix(const char *path, char *err, size_t errlen)

@@ -11,3 +11,12 @@ tests_unit_test_spool_LDADD = $(DELIVERD_LIBS) $(CMOCKA_LIBS)
 tests_unit_test_bounce_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/deliverd
 tests_unit_test_bounce_CFLAGS = $(UNIT_CFLAGS)
 tests_unit_test_bounce_LDADD = $(DELIVERD_LIBS) $(CMOCKA_LIBS)
+
+# a quarantine's way to the hold queue: relayd's xtext writer, deliverd's
+# reader, the spool's held-at-arrival commit
+check_PROGRAMS += tests/unit/test_quarantine
+TESTS += tests/unit/test_quarantine
+tests_unit_test_quarantine_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/deliverd \
+	-I$(top_srcdir)/relayd
+tests_unit_test_quarantine_CFLAGS = $(UNIT_CFLAGS)
+tests_unit_test_quarantine_LDADD = relayd/librelayd.a $(DELIVERD_LIBS) $(CMOCKA_LIBS)

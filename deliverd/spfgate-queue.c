@@ -5,7 +5,8 @@
  *
  * list reads the spool itself (so it works while deliverd is down): one
  * block per message, like mailq -- id ('!' when held), age, size, sender,
- * then the last delivery error and each recipient with its state.  The
+ * then why a filter quarantined it (if one did), the last delivery error
+ * and each recipient with its state.  The
  * other commands change the queue, which only the running deliverd may
  * do (its scheduler must know): they go through its control socket.
  * -t only checks the configuration file.  Exit 0 on success, 1 on
@@ -91,6 +92,12 @@ list_one(const char *id, void *arg)
 	       (long long)m.body_len);
 	print_clean(m.sender);
 	printf(">%s\n", m.held ? "  (held)" : "");
+	if (m.quarantine) {
+		/* why a filter had it held at arrival (still shown once released) */
+		printf("%37s(quarantined: ", "");
+		print_clean(m.quarantine);
+		printf(")\n");
+	}
 	if (spool_read_defer(l->spool, id, &attempts, err, sizeof(err)) == 0 && attempts > 0) {
 		printf("%37s(%d attempt%s: ", "", attempts, attempts == 1 ? "" : "s");
 		print_clean(err);

@@ -9,6 +9,7 @@
  *   arrival 1764462142
  *   sender alice@example.org            ("sender " alone: null sender)
  *   size 00000000000000001234           (message text bytes, 20 digits)
+ *   quarantine Spam score 12.5          (optional: held at arrival, why)
  *   rcpt - bob<TAB>bob@example.test
  *   rcpt D carol@example.org<TAB>carol@example.org
  *   end
@@ -26,8 +27,19 @@
  * The "size" field is written as 20 '?' and patched at commit; the loader
  * checks it against the file size, so a truncated file is recognised.
  *
+ * "quarantine": a filter (a milter's SMFIR_QUARANTINE, passed on by
+ * relayd as the LMTP MAIL parameter XQUARANTINE) asked for the message
+ * to be held.  Such a message is committed straight into hold/ instead
+ * of queue/, so it is never in queue/ for a moment and survives any
+ * crash held; the line keeps the reason (printable text, at most
+ * SPOOL_REASON_MAX bytes, no control characters) for the queue listing.
+ * Where the file lives says whether it is held: a release moves it to
+ * queue/ like any held message and the line stays as a record of why it
+ * was quarantined.  Absent for ordinary messages.
+ *
  * Atomicity: a message is written to tmp/<id>, fsynced, renamed to
- * queue/<id>, and queue/ is fsynced; only then is it acknowledged.  A
+ * queue/<id> (hold/<id> when quarantined), and that directory is
+ * fsynced; only then is it acknowledged.  A
  * file in queue/ is therefore always complete.  Group commit
  * (spool_commit_sync + spool_commit_batch): the files of commits waiting
  * at the same time are fsynced (concurrently), all renamed, then queue/
@@ -99,6 +111,7 @@ struct spool_writer {
 	off_t size_off;          /* offset of the 20-digit size field */
 	off_t body_off;
 	off_t written;           /* file offset of the next buffered byte */
+	int held;                /* quarantined: committed into hold/ */
 	size_t blen;
 	int err;                 /* first errno seen, sticky */
 	char buf[WBUF];
@@ -322,13 +335,34 @@ wprintf(struct spool_writer *w, const char *fmt, ...)
 	return wput(w, line, (size_t)n);
 }
 
+/* A quarantine reason as the spool stores it: one printable line. */
+static int
+valid_reason(const char *r)
+{
+	size_t n = strlen(r);
+	return n > 0 && n <= SPOOL_REASON_MAX && valid_addr(r);
+}
+
 struct spool_writer *
 spool_writer_new(struct spool *s, const char *sender,
                  const struct spool_rcpt *rcpts, size_t n,
                  char *err, size_t errlen)
 {
+	return spool_writer_new_held(s, sender, rcpts, n, NULL, err, errlen);
+}
+
+struct spool_writer *
+spool_writer_new_held(struct spool *s, const char *sender,
+                      const struct spool_rcpt *rcpts, size_t n, const char *reason,
+                      char *err, size_t errlen)
+{
 	if (!sender)
 		sender = "";
+	if (reason && !valid_reason(reason)) {
+		seterr(err, errlen, "bad quarantine reason");
+		errno = EINVAL;
+		return NULL;
+	}
 	if (!valid_addr(sender) || strlen(sender) > 512) {
 		seterr(err, errlen, "bad sender address");
 		errno = EINVAL;
@@ -366,6 +400,10 @@ spool_writer_new(struct spool *s, const char *sender,
 	        (long long)time(NULL), sender);
 	w->size_off = w->written + (off_t)w->blen;
 	wprintf(w, "%.*s\n", SIZE_DIGITS, "????????????????????");
+	if (reason) {
+		w->held = 1;
+		wprintf(w, "quarantine %s\n", reason);
+	}
 	for (size_t i = 0; i < n; i++) {
 		const char *o = rcpts[i].orig ? rcpts[i].orig : rcpts[i].addr;
 		int st = rcpts[i].state == RCPT_DONE || rcpts[i].state == RCPT_BOUNCED
@@ -396,11 +434,12 @@ spool_writer_write(struct spool_writer *w, const void *buf, size_t len)
 	return wput(w, buf, len);
 }
 
-/* Remove w's file (from tmp/, or from queue/ when in_queue), free w. */
+/* Remove w's file from directory where (D_TMP, or where it was renamed
+ * to), free w. */
 static void
-writer_drop(struct spool_writer *w, int in_queue)
+writer_drop(struct spool_writer *w, int where)
 {
-	unlinkat(w->s->dfd[in_queue ? D_QUEUE : D_TMP], w->id, 0);
+	unlinkat(w->s->dfd[where], w->id, 0);
 	close(w->fd);
 	free(w);
 }
@@ -423,7 +462,7 @@ fail:
 	{
 		int e = w->err ? w->err : EIO;
 		seterr(err, errlen, "spool commit: %s", strerror(e));
-		writer_drop(w, 0);
+		writer_drop(w, D_TMP);
 		errno = e;
 	}
 	return -1;
@@ -432,26 +471,32 @@ fail:
 size_t
 spool_commit_batch(struct spool_writer *const *w, size_t n, int *errs)
 {
-	size_t renamed = 0;
+	size_t renamed = 0, into[D_N] = { 0 };
 	struct spool *s = n ? w[0]->s : NULL;
 	for (size_t i = 0; i < n; i++) {
+		int to = w[i]->held ? D_HOLD : D_QUEUE;
 		errs[i] = 0;
-		if (renameat(s->dfd[D_TMP], w[i]->id, s->dfd[D_QUEUE], w[i]->id) == -1) {
+		if (renameat(s->dfd[D_TMP], w[i]->id, s->dfd[to], w[i]->id) == -1) {
 			errs[i] = errno ? errno : EIO;
-			writer_drop(w[i], 0);
-		} else
+			writer_drop(w[i], D_TMP);
+		} else {
 			renamed++;
+			into[to]++;
+		}
 	}
-	/* one directory fsync makes every rename above durable */
-	if (renamed && fsync_fd(s->dfd[D_QUEUE]) == -1) {
+	/* one directory fsync makes every rename above durable (two when
+	 * quarantined messages went to hold/ in the same batch) */
+	for (int d = D_QUEUE; d <= D_HOLD; d++) {
+		if (!into[d] || fsync_fd(s->dfd[d]) == 0)
+			continue;
 		/* visible but maybe not durable: take them back, never ack them */
 		int e = errno ? errno : EIO;
 		for (size_t i = 0; i < n; i++)
-			if (!errs[i]) {
+			if (!errs[i] && (w[i]->held ? D_HOLD : D_QUEUE) == d) {
 				errs[i] = e;
-				writer_drop(w[i], 1);
+				writer_drop(w[i], d);
 			}
-		return 0;
+		renamed -= into[d];
 	}
 	for (size_t i = 0; i < n; i++)
 		if (!errs[i]) {
@@ -553,6 +598,13 @@ parse_header(char *buf, size_t hlen, off_t fsize, const char *id, struct spool_m
 			return "header ends early";
 		if (!strcmp(l, "end"))
 			break;
+		if (!strncmp(l, "quarantine ", 11)) {
+			if (m->quarantine || m->nrcpt || !valid_reason(l + 11))
+				return "bad quarantine line";
+			if (!(m->quarantine = strdup(l + 11)))
+				return "out of memory";
+			continue;
+		}
 		if (strncmp(l, "rcpt ", 5) || !l[5] || l[6] != ' ')
 			return "bad recipient line";
 		char st = l[5];
@@ -694,6 +746,8 @@ spool_msg_free(struct spool_msg *m)
 	}
 	free(m->rcpt);
 	free(m->sender);
+	free(m->quarantine);
+	m->quarantine = NULL;
 	if (m->fd != -1)
 		close(m->fd);
 	m->rcpt = NULL;

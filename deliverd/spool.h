@@ -6,7 +6,8 @@
  * Layout under the spool directory:
  *   tmp/      files being written (removed at start-up: never acknowledged)
  *   queue/    committed messages awaiting delivery
- *   hold/     messages put on hold by the administrator
+ *   hold/     messages put on hold by the administrator, or quarantined
+ *             by a filter on arrival
  *   corrupt/  unreadable or foreign files moved aside (logged)
  *   defer/    one small text file per deferred message: attempts and last
  *             error, for the queue listing (advisory, not fsynced)
@@ -19,6 +20,7 @@
 #include <time.h>
 
 #define SPOOL_ID_MAX 32
+#define SPOOL_REASON_MAX 512    /* a quarantine reason, bytes */
 
 /* Recipient states: one byte in the file, updated in place. */
 enum rcpt_state {
@@ -45,6 +47,8 @@ struct spool_msg {
 	off_t body_off;         /* the message: headers + body, LF line ends */
 	off_t body_len;
 	int held;               /* lives in hold/ */
+	char *quarantine;       /* why it arrived held (a filter's quarantine),
+	                           NULL if it did not */
 };
 
 struct spool;               /* an opened spool directory */
@@ -59,6 +63,13 @@ const char *spool_dir(const struct spool *s);
 struct spool_writer *spool_writer_new(struct spool *s, const char *sender,
                                       const struct spool_rcpt *rcpts, size_t n,
                                       char *err, size_t errlen);
+/* The same, for a message a filter quarantined: it is committed into
+ * hold/ (never visible in queue/) with reason recorded; reason: one line
+ * of at most SPOOL_REASON_MAX bytes, no control characters (else NULL,
+ * errno EINVAL). */
+struct spool_writer *spool_writer_new_held(struct spool *s, const char *sender,
+                                           const struct spool_rcpt *rcpts, size_t n,
+                                           const char *reason, char *err, size_t errlen);
 const char *spool_writer_id(const struct spool_writer *w);
 /* Append message text (LF line ends, already dot-unstuffed). -1 on error
  * (errno: ENOSPC, EDQUOT, EIO...). */
@@ -112,8 +123,9 @@ int spool_set_state_nosync(struct spool_msg *m, size_t i, enum rcpt_state st);
  * may run at the same time on different threads.  0, or -1 with err and
  * w freed (its tmp file removed). */
 int spool_commit_sync(struct spool_writer *w, char *err, size_t errlen);
-/* Step 2, for n writers that passed step 1: rename each into queue/, then
- * ONE fsync of queue/ for all of them; none is durable (nor may be
+/* Step 2, for n writers that passed step 1: rename each into queue/ (a
+ * quarantined one into hold/), then ONE fsync of queue/ for all of them
+ * (and one of hold/ if any went there); none is durable (nor may be
  * acknowledged) before this returns.  errs[i] is 0 (committed) or the
  * errno of writer i's failure (its file removed).  Frees every writer;
  * the number committed. */

@@ -104,7 +104,7 @@ struct filter_conn {
  * the same shape as the milter client's struct milter_mod
  * (milter_client.h), so its result converts one to one.  The session
  * applies them before the LMTP handoff (msgedit.c for the message,
- * an LMTP RSET and replay for the envelope).  Header values are the text
+ * an LMTP RSET and replay for the envelope and for a quarantine).  Header values are the text
  * after the colon as it is to be written (CRLF inside folded values).
  * The headers a filter indexes include relayd's own Received: (the
  * first one), as with Postfix.  Built-in filter: never any.
@@ -118,7 +118,8 @@ enum filter_mod_type {
 	FM_ADDRCPT,     /* value: recipient to add */
 	FM_DELRCPT,     /* value: recipient to remove */
 	FM_REPLBODY,    /* body, body_len: the whole new body */
-	FM_QUARANTINE   /* value: reason (logged; not held yet) */
+	FM_QUARANTINE   /* value: reason: deliverd holds the message
+	                   (LMTP MAIL ... XQUARANTINE=reason) */
 };
 
 struct filter_mod {

@@ -2,11 +2,13 @@
  * lmtp_client: bufferevent-based LMTP client (RFC 2033) for the handoff
  * to deliverd.  The greeting and LHLO are the first two expected replies;
  * if either is not 2xx the connection is broken and every waiting
- * command gets code 0.
+ * command gets code 0.  The LHLO reply's keywords are kept for
+ * lmtp_client_has().
  */
 #include "lmtp_client.h"
 #include "log.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,11 +21,14 @@
 #include <event2/util.h>
 
 #define REPLY_LINE_MAX 4096
+#define EXT_MAX 512             /* LHLO keywords kept */
+
+enum { P_CMD, P_GREETING, P_LHLO };
 
 struct pending {
 	lmtp_reply_cb cb;
 	void *arg;
-	int internal;           /* greeting or LHLO: checked here */
+	int internal;           /* P_GREETING or P_LHLO: checked here */
 	struct pending *next;
 };
 
@@ -31,6 +36,8 @@ struct lmtp_client {
 	struct bufferevent *bev;
 	struct pending *head, *tail;
 	int broken;
+	int lines;              /* lines of the reply being read so far */
+	char ext[EXT_MAX];      /* " KEYWORD KEYWORD ... " from the LHLO reply */
 	long timeout;
 	char spec[256];
 };
@@ -82,6 +89,28 @@ fail_all(struct lmtp_client *c, const char *why)
 	}
 }
 
+/* One line of the LHLO reply: all but the first (our name) start with
+ * an extension keyword. */
+static void
+lhlo_line(struct lmtp_client *c, const char *line, size_t len)
+{
+	size_t k = 0, o = strlen(c->ext);
+
+	if (c->lines++ == 0 || len <= 4)
+		return;
+	line += 4;
+	while (line[k] && line[k] != ' ')
+		k++;
+	if (o == 0)
+		c->ext[o++] = ' ';
+	if (o + k + 2 > sizeof(c->ext))
+		return;
+	for (size_t i = 0; i < k; i++)
+		c->ext[o++] = (char)toupper((unsigned char)line[i]);
+	c->ext[o++] = ' ';
+	c->ext[o] = '\0';
+}
+
 static void
 on_read(struct bufferevent *bev, void *arg)
 {
@@ -99,10 +128,13 @@ on_read(struct bufferevent *bev, void *arg)
 			fail_all(c, "bad reply from deliverd");
 			return;
 		}
+		if (c->head->internal == P_LHLO)
+			lhlo_line(c, line, len);
 		if (len > 3 && line[3] == '-') {        /* continued */
 			free(line);
 			continue;
 		}
+		c->lines = 0;
 		struct pending *p = c->head;
 		c->head = p->next;
 		if (c->head == NULL) {
@@ -195,7 +227,7 @@ lmtp_client_new(struct event_base *base, const char *spec, const char *lhlo,
 	}
 	bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	push(c, NULL, NULL, 1);                 /* the greeting */
+	push(c, NULL, NULL, P_GREETING);
 	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss, sslen) < 0) {
 		/* refused at once (unix socket missing): fail the first command */
 		c->broken = 1;
@@ -211,7 +243,7 @@ lmtp_client_new(struct event_base *base, const char *spec, const char *lhlo,
 		return c;
 	}
 	evbuffer_add_printf(bufferevent_get_output(c->bev), "LHLO %s\r\n", lhlo);
-	push(c, NULL, NULL, 1);
+	push(c, NULL, NULL, P_LHLO);
 	return c;
 }
 
@@ -224,7 +256,7 @@ lmtp_client_cmd(struct lmtp_client *c, const char *line, lmtp_reply_cb cb, void 
 		return;
 	}
 	evbuffer_add_printf(bufferevent_get_output(c->bev), "%s\r\n", line);
-	push(c, cb, arg, 0);
+	push(c, cb, arg, P_CMD);
 }
 
 void
@@ -242,7 +274,47 @@ lmtp_client_expect(struct lmtp_client *c, lmtp_reply_cb cb, void *arg)
 			cb(arg, 0, "");
 		return;
 	}
-	push(c, cb, arg, 0);
+	push(c, cb, arg, P_CMD);
+}
+
+int
+lmtp_client_has(const struct lmtp_client *c, const char *keyword)
+{
+	char w[64];
+	size_t n = strlen(keyword);
+
+	if (c->broken || n == 0 || n + 3 > sizeof(w))
+		return 0;
+	w[0] = ' ';
+	for (size_t i = 0; i < n; i++)
+		w[i + 1] = (char)toupper((unsigned char)keyword[i]);
+	w[n + 1] = ' ';
+	w[n + 2] = '\0';
+	return strstr(c->ext, w) != NULL;
+}
+
+size_t
+lmtp_client_xtext(const char *in, char *out, size_t outlen)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+
+	if (outlen == 0)
+		return 0;
+	for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+		size_t need = (*p < 33 || *p > 126 || *p == '+' || *p == '=') ? 3 : 1;
+		if (o + need >= outlen)
+			break;          /* whole characters only: still valid xtext */
+		if (need == 3) {
+			out[o++] = '+';
+			out[o++] = hex[*p >> 4];
+			out[o++] = hex[*p & 15];
+		} else {
+			out[o++] = (char)*p;
+		}
+	}
+	out[o] = '\0';
+	return o;
 }
 
 int

@@ -33,6 +33,12 @@ void lmtp_client_write(struct lmtp_client *c, const char *p, size_t n);
 /* Expect one more reply without sending anything (LMTP's per-recipient
  * replies after the final dot). */
 void lmtp_client_expect(struct lmtp_client *c, lmtp_reply_cb cb, void *arg);
+/* Did deliverd's LHLO reply advertise this extension keyword (case does
+ * not matter)?  Known once the reply to any later command has come. */
+int lmtp_client_has(const struct lmtp_client *c, const char *keyword);
+/* in as RFC 3461 xtext into out (NUL-terminated; cut at a character
+ * boundary when out is too small); the length written. */
+size_t lmtp_client_xtext(const char *in, char *out, size_t outlen);
 /* Dead: a new client is needed for the next transaction. */
 int lmtp_client_broken(const struct lmtp_client *c);
 void lmtp_client_free(struct lmtp_client *c);

@@ -15,6 +15,14 @@
  * sent with our Received: header as LMTP DATA; the client's 250 comes
  * only after deliverd's 250 for the recipients.
  *
+ * Quarantine (a milter's SMFIR_QUARANTINE): deliverd must hold the
+ * message, so before DATA the LMTP transaction is reset and MAIL is
+ * replayed with XQUARANTINE=<reason as xtext> and the same RCPTs (the
+ * path used for a milter's envelope changes too); deliverd commits the
+ * message into its hold queue.  A deliverd whose LHLO does not offer
+ * XQUARANTINE gets nothing: the client hears 451 4.3.0 and tries later,
+ * rather than have delivered what a milter wanted held.
+ *
  * The DATA answer from deliverd's per-recipient replies: every
  * recipient 2xx -> 250; every one 5xx -> 554 with deliverd's text;
  * anything else (a 4xx, a lost connection, or a mix of accepted and
@@ -59,6 +67,10 @@ enum state { ST_CONNECT, ST_GREET, ST_READY, ST_MAIL, ST_DATA };
  * replies wait for a client that does not read them. */
 #define IN_MAX  (128 * 1024)
 #define OUT_MAX (64 * 1024)
+
+/* A milter's quarantine reason passed on to deliverd: printable ASCII,
+ * cut here (xtext may triple it on the MAIL line). */
+#define QUARANTINE_REASON_MAX 255
 
 struct session {
 	struct relayd *rd;
@@ -491,10 +503,12 @@ static void
 mail_filtered(void *arg, const struct filter_reply *r)
 {
 	struct session *s = arg;
-	char line[FILTER_TEXT_MAX + 32], err[256];
+	char line[FILTER_TEXT_MAX + 32], err[256], lb[ADDR_MAX + 8];
 
 	if (r->action == FILTER_REPLY) {
 		filter_refusal(s, r, 1);
+		log_info("id=%s reject from=<%s> reply=\"%d %s\" client=%s", s->id,
+		         log_quote(lb, sizeof(lb), s->sender), r->code, r->enh, s->peer);
 		free(s->sender);
 		s->sender = NULL;
 		filter_end(s->flt);
@@ -841,8 +855,11 @@ lmtp_data_go(void *arg, int code, const char *text)
 			/* the replayed MAIL failed: end this DATA unused */
 			lmtp_client_free(s->lmtp);
 			s->lmtp = NULL;
-			code = 0;
 		}
+		/* a refused replay (DATA then says "need MAIL") is our trouble,
+		   not the client's: never a 5xx for it */
+		if (s->replay_failed)
+			code = 0;
 		if (code / 100 == 5)
 			relay_reply(s, 554, text);
 		else
@@ -962,11 +979,38 @@ replay_rcpt(void *arg, int code, const char *text)
 		log_info("id=%s replayed RCPT refused: %d %s", s->id, code, text);
 }
 
+/* deliverd has the old envelope (or none marked for quarantine): start
+ * it again with the current one.  The replies come before DATA's. */
+static void
+replay_envelope(struct session *s, const char *quarantine)
+{
+	char line[2 * ADDR_MAX + 3 * QUARANTINE_REASON_MAX + 64];
+	int n;
+
+	lmtp_client_cmd(s->lmtp, "RSET", NULL, NULL);
+	n = snprintf(line, sizeof(line), "MAIL FROM:<%s>%s%s", s->sender,
+	             s->body8 ? " BODY=8BITMIME" : "", quarantine ? " XQUARANTINE=" : "");
+	if (n < 0 || (size_t)n >= sizeof(line)) {
+		/* cannot happen with these bounds; never send a cut envelope */
+		s->replay_failed = 1;
+		n = 0;
+	}
+	if (quarantine)
+		lmtp_client_xtext(quarantine, line + n, sizeof(line) - (size_t)n);
+	lmtp_client_cmd(s->lmtp, line, replay_mail, s);
+	s->lmtp_rcpts = 0;
+	for (size_t i = 0; i < s->nrcpt; i++) {
+		snprintf(line, sizeof(line), "RCPT TO:<%s>", s->rcpts[i]);
+		lmtp_client_cmd(s->lmtp, line, replay_rcpt, s);
+	}
+}
+
 static void
 eom_done(void *arg, const struct filter_reply *r, const struct filter_mods *mods)
 {
 	struct session *s = arg;
-	char line[FILTER_TEXT_MAX + 32];
+	char line[FILTER_TEXT_MAX + 32], quarantine[QUARANTINE_REASON_MAX + 1] = "";
+	int changed = 0;
 
 	if (r->action == FILTER_REPLY || r->action == FILTER_DISCARD) {
 		if (r->action == FILTER_DISCARD)
@@ -981,13 +1025,23 @@ eom_done(void *arg, const struct filter_reply *r, const struct filter_mods *mods
 	}
 	s->lmtp_rcpts = s->nrcpt;
 	s->replay_failed = 0;
+	for (size_t i = 0; mods && i < mods->n; i++)
+		if (mods->v[i].type == FM_QUARANTINE) {
+			/* the last one wins, as in Sendmail and Postfix */
+			clean(quarantine, sizeof(quarantine), mods->v[i].value);
+		}
+	if (quarantine[0] && !lmtp_client_has(s->lmtp, "XQUARANTINE")) {
+		/* never deliver what a filter wanted held */
+		char lb[2 * QUARANTINE_REASON_MAX + 8];
+		reply(s, "451 4.3.0 Error: cannot quarantine the message now, try again later");
+		log_warn("id=%s filter asked for quarantine (%s) but the delivery agent does "
+		         "not offer XQUARANTINE: deferred", s->id,
+		         log_quote(lb, sizeof(lb), quarantine));
+		txn_abort(s);
+		txn_finish(s);
+		return;
+	}
 	if (mods && mods->n) {
-		for (size_t i = 0; i < mods->n; i++)
-			if (mods->v[i].type == FM_QUARANTINE) {
-				char lb[600];
-				log_warn("id=%s filter asked for quarantine (%s): not supported yet, "
-				         "delivered", s->id, log_quote(lb, sizeof(lb), mods->v[i].value));
-			}
 		if (msgedit_needed(mods->v, mods->n)) {
 			struct msgbuf edited;
 			if (msgbuf_init(&edited, MSGBUF_MEM_MAX) < 0
@@ -1001,26 +1055,21 @@ eom_done(void *arg, const struct filter_reply *r, const struct filter_mods *mods
 			msgbuf_free(&s->msg);
 			s->msg = edited;
 		}
-		if (envelope_mods(s, mods)) {
-			if (s->nrcpt == 0) {
-				reply(s, "250 2.0.0 Ok: no recipients left, discarded as %s", s->id);
-				log_info("id=%s filter removed every recipient", s->id);
-				txn_abort(s);
-				txn_finish(s);
-				return;
-			}
-			/* deliverd has the old envelope: start it again */
-			lmtp_client_cmd(s->lmtp, "RSET", NULL, NULL);
-			snprintf(line, sizeof(line), "MAIL FROM:<%s>%s", s->sender,
-			         s->body8 ? " BODY=8BITMIME" : "");
-			lmtp_client_cmd(s->lmtp, line, replay_mail, s);
-			s->lmtp_rcpts = 0;
-			for (size_t i = 0; i < s->nrcpt; i++) {
-				snprintf(line, sizeof(line), "RCPT TO:<%s>", s->rcpts[i]);
-				lmtp_client_cmd(s->lmtp, line, replay_rcpt, s);
-			}
+		if ((changed = envelope_mods(s, mods)) && s->nrcpt == 0) {
+			reply(s, "250 2.0.0 Ok: no recipients left, discarded as %s", s->id);
+			log_info("id=%s filter removed every recipient", s->id);
+			txn_abort(s);
+			txn_finish(s);
+			return;
 		}
 	}
+	if (quarantine[0]) {
+		char lb[2 * QUARANTINE_REASON_MAX + 8];
+		log_info("id=%s quarantined by filter reason=%s", s->id,
+		         log_quote(lb, sizeof(lb), quarantine));
+	}
+	if (changed || quarantine[0])
+		replay_envelope(s, quarantine[0] ? quarantine : NULL);
 	lmtp_client_cmd(s->lmtp, "DATA", lmtp_data_go, s);
 }
 
