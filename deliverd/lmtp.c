@@ -437,7 +437,7 @@ cmd_rcpt(struct lmtp_session *s, const char *arg)
 			reply(s, "%s <%s>: %s", code, log_quote(lb, sizeof(lb), orig),
 			      why[0] ? why : st == LOCAL_UNKNOWN ? "no such user here"
 			      : "cannot resolve this recipient now");
-			log_info("lmtp: reject rcpt=%s reply=\"%s\" client=%s",
+			log_reject("lmtp: reject rcpt=%s reply=\"%s\" client=%s",
 			         log_quote(lb, sizeof(lb), orig), code, s->peer);
 			local_targets_free(t, nt);
 			free(orig);

@@ -122,7 +122,8 @@ def test_lhlo_capabilities(mkd, kind):
     assert code == 250
     caps = text.decode().splitlines()
     assert caps[0] == "mx.example.test"
-    assert set(caps[1:]) == {"PIPELINING", "SIZE 123456", "8BITMIME", "ENHANCEDSTATUSCODES"}
+    assert set(caps[1:]) == {"PIPELINING", "SIZE 123456", "8BITMIME", "ENHANCEDSTATUSCODES",
+                             "XQUARANTINE"}
     c.quit()
 
 
