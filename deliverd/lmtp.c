@@ -438,7 +438,7 @@ cmd_rcpt(struct lmtp_session *s, const char *arg)
 			      why[0] ? why : st == LOCAL_UNKNOWN ? "no such user here"
 			      : "cannot resolve this recipient now");
 			log_reject("lmtp: reject rcpt=%s reply=\"%s\" client=%s",
-			         log_quote(lb, sizeof(lb), orig), code, s->peer);
+			           log_quote(lb, sizeof(lb), orig), code, s->peer);
 			local_targets_free(t, nt);
 			free(orig);
 			return;

@@ -488,7 +488,7 @@ mail_lmtp_done(void *arg, int code, const char *text)
 		else
 			err_reply(s, "451 4.3.0 Error: delivery agent: %.200s", text);
 		log_reject("id=%s reject from=<%s> reply=%d client=%s", s->id,
-		         log_quote(lb, sizeof(lb), s->sender), code ? code : 451, s->peer);
+		           log_quote(lb, sizeof(lb), s->sender), code ? code : 451, s->peer);
 		free(s->sender);
 		s->sender = NULL;
 		filter_end(s->flt);
@@ -508,7 +508,7 @@ mail_filtered(void *arg, const struct filter_reply *r)
 	if (r->action == FILTER_REPLY) {
 		filter_refusal(s, r, 1);
 		log_reject("id=%s reject from=<%s> reply=\"%d %s\" client=%s", s->id,
-		         log_quote(lb, sizeof(lb), s->sender), r->code, r->enh, s->peer);
+		           log_quote(lb, sizeof(lb), s->sender), r->code, r->enh, s->peer);
 		free(s->sender);
 		s->sender = NULL;
 		filter_end(s->flt);
@@ -599,7 +599,7 @@ rcpt_lmtp_done(void *arg, int code, const char *text)
 		s->errors++;
 		relay_reply(s, code, text);
 		log_reject("id=%s reject rcpt=<%s> reply=%d client=%s", s->id,
-		         log_quote(lb, sizeof(lb), s->cur_rcpt), code, s->peer);
+		           log_quote(lb, sizeof(lb), s->cur_rcpt), code, s->peer);
 	} else {
 		char **v = realloc(s->rcpts, (s->nrcpt + 1) * sizeof(*v));
 		char *dup = strdup(s->cur_rcpt);
@@ -627,7 +627,7 @@ rcpt_filtered(void *arg, const struct filter_reply *r)
 	if (r->action == FILTER_REPLY) {
 		filter_refusal(s, r, 1);
 		log_reject("id=%s reject rcpt=%s reply=\"%d %s\" client=%s", s->id,
-		         log_quote(lb, sizeof(lb), s->cur_path), r->code, r->enh, s->peer);
+		           log_quote(lb, sizeof(lb), s->cur_path), r->code, r->enh, s->peer);
 		done_waiting(s);
 		return;
 	}
@@ -1095,7 +1095,7 @@ data_end(struct session *s)
 		char lb[ADDR_MAX + 8];
 		reply(s, "%s", why);
 		log_reject("id=%s refused from=<%s> size=%zu reply=\"%.9s\" client=%s", s->id,
-		         log_quote(lb, sizeof(lb), s->sender), r->size, why, s->peer);
+		           log_quote(lb, sizeof(lb), s->sender), r->size, why, s->peer);
 		txn_abort(s);
 		s->state = ST_READY;
 		resume_soon(s);
