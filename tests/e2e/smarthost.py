@@ -159,11 +159,16 @@ class Sink:
         d = self.dir if self.dir.exists() else self.keep / "mail"
         if not d.exists():
             return []
-        files = sorted(d.iterdir(), key=lambda p: p.stat().st_mtime_ns)
         # smtp-sink opens its dump file at MAIL: a transaction refused
-        # later leaves an empty file, which is no message
-        texts = [f.read_text(errors="replace") for f in files]
-        return [t for t in texts if t]
+        # later leaves an empty file, which is no message, or removes it
+        # while we look
+        found = []
+        for f in d.iterdir():
+            try:
+                found.append((f.stat().st_mtime_ns, f.read_text(errors="replace")))
+            except FileNotFoundError:
+                continue
+        return [t for _, t in sorted(found) if t]
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
