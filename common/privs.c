@@ -115,7 +115,9 @@ int
 privs_give(const char *path, const struct privs_user *u, mode_t mode,
            char *err, size_t errlen)
 {
-	if (lchown(path, u->uid, u->gid) < 0 || chmod(path, mode) < 0) {
+	/* the mode first: once the file is not root's, changing it takes
+	 * CAP_FOWNER, which the units do not grant */
+	if (chmod(path, mode) < 0 || lchown(path, u->uid, u->gid) < 0) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}

@@ -145,6 +145,8 @@ class Deliverd:
             aliases_file=self.aliases_file or "", nameserver=nameserver, **config)
         self.logfile = self.dir / "deliverd.log"
         self.proc = None
+        # a command to run the daemon under, e.g. setpriv with a unit's capabilities
+        self.prefix = []
 
     # --- process control -------------------------------------------------
 
@@ -171,7 +173,7 @@ class Deliverd:
         log = open(self.logfile, "ab")
         try:
             self.proc = subprocess.Popen(
-                [str(self.binary), "-d", "-c", str(self.conf)],
+                [*self.prefix, str(self.binary), "-d", "-c", str(self.conf)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True)
         finally:

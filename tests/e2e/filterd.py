@@ -80,6 +80,8 @@ class Filterd:
                                  nameserver=nameserver, **config)
         self.logfile = self.dir / "filterd.log"
         self.proc = None
+        # a command to run the daemon under, e.g. setpriv with a unit's capabilities
+        self.prefix = []
 
     def _accepts(self):
         if self.kind == "unix":
@@ -103,7 +105,7 @@ class Filterd:
         log = open(self.logfile, "ab")
         try:
             self.proc = subprocess.Popen(
-                [str(self.binary), *self.args, "-c", str(self.conf)],
+                [*self.prefix, str(self.binary), *self.args, "-c", str(self.conf)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True)
         finally:

@@ -118,6 +118,8 @@ class Relayd:
         self.conf = self.dir / "relayd.conf"
         self.logfile = self.dir / "relayd.log"
         self.proc = None
+        # a command to run the daemon under, e.g. setpriv with a unit's capabilities
+        self.prefix = []
         g = {"mail_name": MAIL_NAME, "local_domains": LOCAL_DOMAINS,
              "relay_networks": "127.0.0.1/32", "log": "stderr"}
         r = {"listen": self.listen,
@@ -155,7 +157,7 @@ class Relayd:
         log = open(self.logfile, "ab")
         try:
             self.proc = subprocess.Popen(
-                [str(self.binary), "-d", "-c", str(self.conf)],
+                [*self.prefix, str(self.binary), "-d", "-c", str(self.conf)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True)
         finally:

@@ -29,8 +29,8 @@ UNITS = ("spfgate-deliverd.service", "spfgate-filterd.service",
 CAPS = {
     "relayd": {"CAP_NET_BIND_SERVICE", "CAP_SETUID", "CAP_SETGID"},
     "filterd": {"CAP_SETUID", "CAP_SETGID", "CAP_CHOWN"},
-    "deliverd": {"CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_FOWNER",
-                 "CAP_DAC_OVERRIDE"},
+    "deliverd": {"CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_DAC_OVERRIDE",
+                 "CAP_DAC_READ_SEARCH"},
 }
 EXPOSURE_MAX = 3.0      # systemd-analyze security: "OK" is below 4
 
