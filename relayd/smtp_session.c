@@ -104,6 +104,7 @@ struct session {
 	int replay_failed;              /* the envelope replay's MAIL was refused */
 	int n2, n4, n5;
 	char last5[512];
+	char queued_as[40];             /* deliverd's queue id, from its 250 */
 };
 
 static void session_read(struct bufferevent *bev, void *arg);
@@ -796,9 +797,17 @@ handoff_reply(void *arg, int code, const char *text)
 	struct session *s = arg;
 	char lb[ADDR_MAX + 8], hb[300];
 
-	if (code / 100 == 2)
+	if (code / 100 == 2) {
+		/* "2.0.0 <rcpt> Ok: queued as ID": the id that deliverd's log
+		 * lines carry, so that one message can be followed across both */
+		const char *as = text ? strstr(text, " as ") : NULL;
+		if (as && !s->queued_as[0]) {
+			size_t n = strspn(as + 4, "0123456789ABCDEFabcdef");
+			if (n > 0 && n < sizeof(s->queued_as))
+				snprintf(s->queued_as, sizeof(s->queued_as), "%.*s", (int)n, as + 4);
+		}
 		s->n2++;
-	else if (code / 100 == 5) {
+	} else if (code / 100 == 5) {
 		s->n5++;
 		snprintf(s->last5, sizeof(s->last5), "%s", text);
 	} else
@@ -812,11 +821,11 @@ handoff_reply(void *arg, int code, const char *text)
 	else
 		reply(s, "451 4.3.0 Error: delivery agent did not take the message, try again later");
 	log_info("id=%s from=<%s> nrcpt=%zu size=%zu received=%d tls=%s client=%s helo=%s "
-	         "status=%s", s->id, log_quote(lb, sizeof(lb), s->sender), s->nrcpt,
+	         "status=%s%s%s", s->id, log_quote(lb, sizeof(lb), s->sender), s->nrcpt,
 	         s->dr.size, s->dr.received, s->conn.tls ? s->conn.tls_version : "no",
 	         s->peer, log_quote(hb, sizeof(hb), s->conn.helo),
 	         s->n2 && !s->n4 && !s->n5 ? "sent" : s->n5 && !s->n2 && !s->n4
-	         ? "bounced" : "deferred");
+	         ? "bounced" : "deferred", s->queued_as[0] ? " queued_as=" : "", s->queued_as);
 	txn_finish(s);
 }
 
@@ -886,6 +895,7 @@ lmtp_data_go(void *arg, int code, const char *text)
 	lmtp_put(s->lmtp, ".\r\n", 3);
 	s->nreplies = s->lmtp_rcpts;
 	s->n2 = s->n4 = s->n5 = 0;
+	s->queued_as[0] = '\0';
 	for (size_t i = 0; i < s->lmtp_rcpts; i++)
 		lmtp_client_expect(s->lmtp, handoff_reply, s);
 }

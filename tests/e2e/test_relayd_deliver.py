@@ -45,7 +45,10 @@ def test_message_lands_in_mbox_with_received(relayd, deliverd):
     # relayd's header comes after deliverd's own (which is on top)
     assert recv.index(ours[0]) == 1
     assert m.get_payload().strip() == "hello alice"
-    relayd.wait_log(r"id=[0-9A-F]+ from=<sender@remote\.test> nrcpt=1 .*status=sent")
+    line = relayd.wait_log(r"id=[0-9A-F]+ from=<sender@remote\.test> nrcpt=1 .*status=sent")
+    # deliverd's queue id, which its own lines carry
+    qid = re.search(r" queued_as=([0-9A-F]+)$", line).group(1)
+    deliverd.wait_log(rf"id={qid} to=alice .*status=sent")
 
 
 def test_several_recipients_and_unknown_one(relayd, deliverd):
