@@ -248,6 +248,37 @@ def test_smarthost_password_file_only_root_reads(users, tmp_path, top, started):
     assert secret.stat().st_uid == 0
 
 
+def test_reload_after_the_drop(users, top, started):
+    """SIGHUP as the daemons' users: deliverd reads its tables again;
+    relayd keeps its TLS key when the new one is root's alone, and takes
+    it when its user may read it."""
+    mail = spool_mail_folder(top)
+    d = deliverd_as_user(top, users, mailbox=f"{mail}/%u")
+    d.start()
+    started(d)
+    r = Relayd(os.environ["SPFGATE_BUILDDIR"], top / "r", lmtp=f"unix:{d.sock}", tls=True,
+               user="spfgate-relayd")
+    os.chmod(r.dir, 0o755)
+    os.chmod(r.key, 0o600)                       # root's alone, read before the drop
+    r.start()
+    started(r)
+    d.reload()
+    d.wait_log(r"reload: config=")
+    r.reload()
+    r.wait_log(r"reload: .*key.*keeping the running configuration")
+    with r.smtp(source="127.0.0.2") as s:        # still served, still with TLS
+        s.ehlo("client.example")
+        s.starttls()
+        s.ehlo("client.example")
+        assert s.sendmail("", ["sgtbob@example.test"], b"Subject: after reload\r\n\r\nx\r\n") == {}
+    box = mail / "sgtbob"
+    wait_for(lambda: box.exists() and b"Subject: after reload" in box.read_bytes(), d, r)
+    os.chown(r.key, 0, users["spfgate-relayd"].pw_gid)   # group spfgate may read it
+    os.chmod(r.key, 0o640)
+    r.reload()
+    r.wait_log(r"reload: config=.* tls=yes")
+
+
 def unit_caps(srcdir, daemon):
     """setpriv's --bounding-set for the CapabilityBoundingSet of the unit."""
     text = (srcdir / "contrib" / "systemd" / f"spfgate-{daemon}.service.in").read_text()
