@@ -607,6 +607,32 @@ config_free(struct config *c)
 	memset(c, 0, sizeof(*c));
 }
 
+struct config *
+config_new(const char *path, char *err, size_t errlen)
+{
+	struct config *c = calloc(1, sizeof(*c));
+
+	if (c == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (config_load(c, path, err, errlen) < 0) {
+		config_free(c);
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void
+config_destroy(struct config *c)
+{
+	if (c) {
+		config_free(c);
+		free(c);
+	}
+}
+
 int
 config_is_local_domain(const struct config *c, const char *domain)
 {

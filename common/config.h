@@ -88,6 +88,10 @@ void config_defaults(struct config *c);
  * call config_free() either way. */
 int config_load(struct config *c, const char *path, char *err, size_t errlen);
 void config_free(struct config *c);
+/* config_load() into a new struct; NULL with err.  config_destroy()
+ * frees it (NULL is fine). */
+struct config *config_new(const char *path, char *err, size_t errlen);
+void config_destroy(struct config *c);
 
 const char *spf_action_str(enum spf_action a);
 /* Is this domain one of ours?  (case-insensitive, trailing dot ignored) */

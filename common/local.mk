@@ -5,6 +5,7 @@ common_libspfgate_a_SOURCES = \
 	common/cidr.c common/cidr.h \
 	common/authres.c common/authres.h \
 	common/config.c common/config.h \
+	common/daemon.c common/daemon.h \
 	common/fdio.c common/fdio.h \
 	common/log.c common/log.h \
 	common/policy.c common/policy.h \

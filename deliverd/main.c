@@ -21,6 +21,7 @@
  */
 #include "deliverd.h"
 #include "log.h"
+#include "daemon.h"
 #include "privs.h"
 
 #include <event2/event.h>
@@ -54,32 +55,6 @@ usage(void)
 	exit(2);
 }
 
-static struct config *
-cfg_load(const char *path, char *err, size_t errlen)
-{
-	struct config *c = calloc(1, sizeof(*c));
-
-	if (c == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return NULL;
-	}
-	if (config_load(c, path, err, errlen) < 0) {
-		config_free(c);
-		free(c);
-		return NULL;
-	}
-	return c;
-}
-
-static void
-cfg_discard(struct config *c)
-{
-	if (c) {
-		config_free(c);
-		free(c);
-	}
-}
-
 static struct dns_resolver *
 resolver(const struct config *c, char *err, size_t errlen)
 {
@@ -107,13 +82,13 @@ reload(struct deliverd *d)
 	struct dns_resolver *dns = NULL;
 	struct retired *r;
 
-	if ((c = cfg_load(config_path, err, sizeof(err))) == NULL) {
+	if ((c = config_new(config_path, err, sizeof(err))) == NULL) {
 		log_err("reload: %s; keeping the running configuration", err);
 		return;
 	}
 	if ((db = localdb_open(c, err, sizeof(err))) == NULL) {
 		log_err("reload: %s; keeping the running configuration", err);
-		cfg_discard(c);
+		config_destroy(c);
 		return;
 	}
 	if ((!same_list(&c->nameservers, &d->cfg->nameservers)
@@ -121,7 +96,7 @@ reload(struct deliverd *d)
 	    && (dns = resolver(c, err, sizeof(err))) == NULL) {
 		log_err("reload: DNS: %s; keeping the running configuration", err);
 		localdb_free(db);
-		cfg_discard(c);
+		config_destroy(c);
 		return;
 	}
 	if ((r = calloc(1, sizeof(*r))) == NULL) {
@@ -129,7 +104,7 @@ reload(struct deliverd *d)
 		if (dns)
 			dns_free(dns);
 		localdb_free(db);
-		cfg_discard(c);
+		config_destroy(c);
 		return;
 	}
 	if (!same_list(&c->deliverd.listen, &d->cfg->deliverd.listen)
@@ -196,18 +171,6 @@ spool_taken(const char *dir)
 	return busy;
 }
 
-/* Every LMTP session and delivery holds descriptors: take what we may. */
-static void
-raise_fd_limit(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		(void)setrlimit(RLIMIT_NOFILE, &rl);
-	}
-}
-
 /*
  * Started as root: hand the spool and the sockets to [deliverd] user
  * (LMTP sockets 0660 for its group, the spfgate group that relayd and a
@@ -244,7 +207,7 @@ static int
 check_only(const char *path)
 {
 	char err[512];
-	struct config *c = cfg_load(path, err, sizeof(err));
+	struct config *c = config_new(path, err, sizeof(err));
 	struct localdb *db;
 
 	if (c == NULL) {
@@ -253,11 +216,11 @@ check_only(const char *path)
 	}
 	if ((db = localdb_open(c, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "%s\n", err);
-		cfg_discard(c);
+		config_destroy(c);
 		return 2;
 	}
 	localdb_free(db);
-	cfg_discard(c);
+	config_destroy(c);
 	return 0;
 }
 
@@ -284,20 +247,20 @@ main(int argc, char **argv)
 		return check_only(config_path);
 
 	memset(&d, 0, sizeof(d));
-	if ((d.cfg = cfg_load(config_path, err, sizeof(err))) == NULL) {
+	if ((d.cfg = config_new(config_path, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "%s\n", err);
 		return 2;
 	}
 	if (log_open_spec("deliverd", d.cfg->log, to_stderr, err, sizeof(err)) < 0) {
 		fprintf(stderr, "deliverd: %s\n", err);
-		cfg_discard(d.cfg);
+		config_destroy(d.cfg);
 		return 2;
 	}
 	/* a write to a client that hung up must fail, not kill the process */
 	signal(SIGPIPE, SIG_IGN);
 	/* A file size limit must fail one write (4.2.2), not kill the daemon. */
 	signal(SIGXFSZ, SIG_IGN);
-	raise_fd_limit();
+	daemon_raise_fd_limit();
 	d.privileged = geteuid() == 0;
 
 	if (evthread_use_pthreads() < 0) {
@@ -379,11 +342,11 @@ out:
 		if (r->dns)
 			dns_free(r->dns);
 		localdb_free(r->db);
-		cfg_discard(r->cfg);
+		config_destroy(r->cfg);
 		free(r);
 	}
 	if (rc == 0)
 		log_info("stop: done");
-	cfg_discard(d.cfg);
+	config_destroy(d.cfg);
 	return rc;
 }

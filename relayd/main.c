@@ -22,6 +22,7 @@
  */
 #include "relayd.h"
 #include "log.h"
+#include "daemon.h"
 #include "privs.h"
 
 #include <errno.h>
@@ -56,32 +57,6 @@ usage(void)
 {
 	fprintf(stderr, "usage: relayd [-c FILE] [-t] [-d]\n");
 	exit(2);
-}
-
-static struct config *
-cfg_load(const char *path, char *err, size_t errlen)
-{
-	struct config *c = calloc(1, sizeof(*c));
-
-	if (c == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return NULL;
-	}
-	if (config_load(c, path, err, errlen) < 0) {
-		config_free(c);
-		free(c);
-		return NULL;
-	}
-	return c;
-}
-
-static void
-cfg_discard(struct config *c)
-{
-	if (c) {
-		config_free(c);
-		free(c);
-	}
 }
 
 SSL_CTX *
@@ -191,20 +166,20 @@ reload(struct relayd *rd)
 	struct retired *r;
 	SSL_CTX *tls;
 
-	if ((c = cfg_load(config_path, err, sizeof(err))) == NULL) {
+	if ((c = config_new(config_path, err, sizeof(err))) == NULL) {
 		log_err("reload: %s; keeping the running configuration", err);
 		return;
 	}
 	tls = relayd_tls_ctx(c, err, sizeof(err));
 	if (tls == NULL && err[0]) {
 		log_err("reload: %s; keeping the running configuration", err);
-		cfg_discard(c);
+		config_destroy(c);
 		return;
 	}
 	if ((r = calloc(1, sizeof(*r))) == NULL) {
 		log_err("reload: out of memory; keeping the running configuration");
 		SSL_CTX_free(tls);
-		cfg_discard(c);
+		config_destroy(c);
 		return;
 	}
 	if (!same_list(&c->relayd.listen, &rd->cfg->relayd.listen))
@@ -263,22 +238,11 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 		event_base_loopbreak(rd->base);
 }
 
-static void
-raise_fd_limit(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		(void)setrlimit(RLIMIT_NOFILE, &rl);
-	}
-}
-
 static int
 check_only(const char *path)
 {
 	char err[512];
-	struct config *c = cfg_load(path, err, sizeof(err));
+	struct config *c = config_new(path, err, sizeof(err));
 	SSL_CTX *tls;
 
 	if (c == NULL) {
@@ -288,11 +252,11 @@ check_only(const char *path)
 	tls = relayd_tls_ctx(c, err, sizeof(err));
 	if (tls == NULL && err[0]) {
 		fprintf(stderr, "%s: %s\n", path, err);
-		cfg_discard(c);
+		config_destroy(c);
 		return 2;
 	}
 	SSL_CTX_free(tls);
-	cfg_discard(c);
+	config_destroy(c);
 	return 0;
 }
 
@@ -319,17 +283,17 @@ main(int argc, char **argv)
 		return check_only(config_path);
 
 	memset(&rd, 0, sizeof(rd));
-	if ((rd.cfg = cfg_load(config_path, err, sizeof(err))) == NULL) {
+	if ((rd.cfg = config_new(config_path, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "%s\n", err);
 		return 2;
 	}
 	if (log_open_spec("relayd", rd.cfg->log, to_stderr, err, sizeof(err)) < 0) {
 		fprintf(stderr, "relayd: %s\n", err);
-		cfg_discard(rd.cfg);
+		config_destroy(rd.cfg);
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	raise_fd_limit();
+	daemon_raise_fd_limit();
 	rd.tls = relayd_tls_ctx(rd.cfg, err, sizeof(err));
 	if (rd.tls == NULL && err[0]) {
 		log_err("%s", err);
@@ -376,11 +340,11 @@ out:
 	while (retired) {
 		struct retired *r = retired;
 		retired = r->next;
-		cfg_discard(r->cfg);
+		config_destroy(r->cfg);
 		free(r);
 	}
 	if (rc == 0)
 		log_info("stop: done");
-	cfg_discard(rd.cfg);
+	config_destroy(rd.cfg);
 	return rc;
 }
