@@ -5,11 +5,13 @@ Errors (BenchError, which a script turns into a message and exit 1),
 progress on stderr (note) and the report on stdout (say); every process a
 script starts is registered in PROCS and stopped by its PID, last first,
 however the script ends; CPU time of process trees and of the whole
-machine from /proc, to tell our load from other people's; small socket
-helpers (free loopback ports, waiting until a server accepts).
+machine from /proc, to tell our load from other people's; the disks'
+writes and flushes; small socket helpers (free loopback ports, waiting
+until a server accepts).
 """
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -187,6 +189,29 @@ def wait_quiet(max_wait, busy_max=25.0):
         busy = 100 * (machine_busy() - b0) / ((time.monotonic() - w0) * ncpu)
         if busy <= busy_max or time.monotonic() - t0 >= max_wait:
             return time.monotonic() - t0
+
+
+# ---------------------------------------------------------------------------
+# the disks
+
+def disk_writes():
+    """(completed writes, flushes) of the block devices, /proc/diskstats."""
+    w = fl = 0
+    try:
+        for line in open("/proc/diskstats"):
+            f = line.split()
+            name = f[2]
+            if re.match(r"^(loop|ram|dm-|md)", name) or re.search(r"\d$", name) \
+                    and re.match(r"^(sd|vd|xvd|hd)[a-z]+\d+$", name):
+                continue            # partitions and virtual devices
+            if re.match(r"^nvme\d+n\d+p\d+$", name):
+                continue
+            w += int(f[7])
+            if len(f) > 18:
+                fl += int(f[18])
+    except OSError:
+        pass
+    return w, fl
 
 
 # ---------------------------------------------------------------------------
