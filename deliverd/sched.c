@@ -51,6 +51,7 @@ struct entry {
 	struct entry *hnext;       /* hash chain */
 	struct entry *qnext;       /* ready FIFO, or a slot's parked list */
 	struct entry *wprev, *wnext; /* waiting list */
+	struct slot *woken_by;     /* taken off this slot's parked list */
 };
 
 static unsigned
@@ -295,6 +296,49 @@ slot_try(struct sched *s, const char *key, long limit)
 	return got;
 }
 
+/*
+ * As many parked messages get another try as the slot has free units
+ * (one, for a mailbox), counting those woken before whose attempts are
+ * not over.  Waking every parked message on every release made each of
+ * them load its spool file again only to park again: work that grew with
+ * the square of a mailbox's backlog.  A woken message that does not take
+ * the unit after all (deleted, held, delivered meanwhile) wakes the next
+ * when its attempt ends (woken_done), so no parked message is forgotten.
+ */
+static void
+slot_wake_locked(struct sched *s, struct slot *sl)
+{
+	while (sl->bhead && (sl->limit <= 0 || sl->busy + sl->waking < sl->limit)) {
+		struct entry *e = sl->bhead;
+		sl->bhead = e->qnext;
+		if (!sl->bhead)
+			sl->btail = NULL;
+		e->woken_by = sl;
+		sl->waking++;
+		push_ready(s, e);
+	}
+}
+
+static void
+slot_maybe_free(struct sched *s, struct slot *sl)
+{
+	if (sl->busy <= 0 && !sl->bhead && sl->waking <= 0)
+		slot_free(s, sl);   /* keep the list short */
+}
+
+/* e's attempt is over (or e is dropped): it no longer counts as woken. */
+static void
+woken_done(struct sched *s, struct entry *e)
+{
+	struct slot *sl = e->woken_by;
+	if (!sl)
+		return;
+	e->woken_by = NULL;
+	sl->waking--;
+	slot_wake_locked(s, sl);
+	slot_maybe_free(s, sl);
+}
+
 void
 slot_release(struct sched *s, const char *key)
 {
@@ -302,18 +346,8 @@ slot_release(struct sched *s, const char *key)
 	struct slot *sl = slot_find(s, key);
 	if (sl) {
 		sl->busy--;
-		/* every message parked on it gets another try: one of them
-		 * takes the unit, the others park again (none is lost when
-		 * the first no longer needs it) */
-		struct entry *e = sl->bhead;
-		sl->bhead = sl->btail = NULL;
-		while (e) {
-			struct entry *nx = e->qnext;
-			push_ready(s, e);
-			e = nx;
-		}
-		if (sl->busy <= 0)
-			slot_free(s, sl);   /* keep the list short */
+		slot_wake_locked(s, sl);
+		slot_maybe_free(s, sl);
 	}
 	pthread_mutex_unlock(&s->mu);
 }
@@ -381,6 +415,7 @@ worker_main(void *arg)
 		if (!s->rhead)
 			s->rtail = NULL;
 		if (e->forget) {
+			woken_done(s, e);
 			unhash(s, e);
 			free(e);
 			continue;
@@ -400,6 +435,7 @@ worker_main(void *arg)
 		                         blocked, sizeof(blocked));
 
 		pthread_mutex_lock(&s->mu);
+		woken_done(s, e);
 		if (gone == 1 || e->forget || s->stop) {
 			unhash(s, e);
 			free(e);

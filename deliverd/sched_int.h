@@ -32,6 +32,7 @@ struct slot {
 	int busy;
 	long limit;                /* as of the last slot_try() */
 	struct entry *bhead, *btail; /* parked messages (E_BLOCKED) */
+	int waking;                /* woken from the list, attempt not yet over */
 	struct slot *next;
 };
 

@@ -7,6 +7,7 @@ others, and DELETE stops a delivery in flight.
 - DELETE of a message whose delivery is in progress: no defer/ note is
   left for it and it is not delivered (nor tried) afterwards.
 """
+import os
 import re
 import socket
 
@@ -109,3 +110,27 @@ def test_delete_in_flight_leaves_no_defer_note(deliverd_factory, dns_server,
     assert not list((d.spool / "defer").iterdir())
     assert not re.search(rf"id={qid} .*status=(sent|deferred)", d.log())
     del conn
+
+
+def test_parked_backlog_drains_one_wakeup_at_a_time(deliverd_factory):
+    """Messages parked on a busy mailbox are woken one per release (not all
+    of them on every release), and one deleted while parked does not leave
+    the others parked for good."""
+    d = deliverd_factory()
+    box = d.mailbox("bob")
+    boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+    lock = box.with_name("bob.lock")
+    lock.write_text(f"{os.getpid()} {boot}\n")     # a live writer holds bob's mailbox
+    ids = []
+    for i in range(6):
+        r = d.send("a@remote.test", ["bob@example.test"], f"Subject: m{i}\n\nbody {i}\n")
+        assert r["bob@example.test"][0] == 250, r
+        ids.append(re.search(r"as ([0-9A-F]+)", r["bob@example.test"][1]).group(1))
+    # the first takes the mailbox and waits for the lock; the others park
+    _poll(lambda: len(d.queue_ids()) == 6, 10, "six queued")
+    victim = ids[1]
+    assert d.queue("delete", victim).returncode == 0
+    lock.unlink()                                    # the writer is done
+    msgs = d.wait_mailbox("bob", count=5, timeout=60)
+    assert sorted(m["Subject"] for m in msgs) == ["m0", "m2", "m3", "m4", "m5"]
+    d.wait_queue_empty(timeout=30)
