@@ -134,8 +134,10 @@ listen_one(struct relayd *rd, const char *spec, char *err, size_t errlen)
 		close(fd);
 		return -1;
 	}
+	/* backlog 0: already listening (with 1024); -1 would make libevent
+	 * call listen() again with its default of 128 */
 	rd->ls[rd->nls] = evconnlistener_new(rd->base, on_accept, rd, LEV_OPT_CLOSE_ON_FREE,
-	                                     -1, fd);
+	                                     0, fd);
 	if (rd->ls[rd->nls] == NULL) {
 		close(fd);
 		snprintf(err, errlen, "%s: cannot set up the listener", spec);

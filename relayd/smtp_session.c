@@ -1304,7 +1304,11 @@ connect_done(void *arg, const struct filter_reply *r)
 	struct session *s = arg;
 
 	if (r->action == FILTER_REPLY) {
-		filter_refusal(s, r, 0);
+		/* the greeting may only be 220, 554 or 421 (RFC 5321 3.1,
+		 * 4.3.2): a refusal at connect is one of the last two */
+		struct filter_reply g = *r;
+		g.code = g.code >= 500 ? 554 : 421;
+		filter_refusal(s, &g, 0);
 		session_close(s);
 		s->waiting = 0;
 		return;

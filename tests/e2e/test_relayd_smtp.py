@@ -507,3 +507,12 @@ def test_client_that_never_reads(mk):
     assert other.cmd("NOOP")[0] == 250
     other.close()
     c.close()
+
+
+def test_listen_queue_is_relayds_own(mk):
+    """A burst of connections waits in a queue of 1024, not libevent's
+    default of 128 (ss shows a listening socket's queue size as Send-Q)."""
+    r = mk()
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{r.port}"], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out[0] == "LISTEN" and out[2] == "1024", out
