@@ -296,6 +296,19 @@ main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	daemon_raise_fd_limit();
+	{
+		struct rlimit rl;
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+			rd.fd_limit = (long)rl.rlim_cur;
+			long per = 1 + (long)rd.cfg->relayd.milters.n;
+			long fit = (rd.fd_limit - RELAYD_FD_RESERVE) / per;
+			if (rd.cfg->relayd.max_sessions > fit)
+				log_warn("max_sessions %ld: RLIMIT_NOFILE %ld holds about %ld sessions "
+				         "with %zu milter(s); past that, new clients get 421 "
+				         "(raise LimitNOFILE=)", rd.cfg->relayd.max_sessions,
+				         rd.fd_limit, fit, rd.cfg->relayd.milters.n);
+		}
+	}
 	rd.tls = relayd_tls_ctx(rd.cfg, err, sizeof(err));
 	if (rd.tls == NULL && err[0]) {
 		log_err("%s", err);

@@ -9,6 +9,7 @@
 
 #define RELAYD_MAX_LISTEN 16
 #define RELAYD_DRAIN_S    30    /* a stop waits this long for open mail */
+#define RELAYD_FD_RESERVE 64    /* descriptors kept for transactions, logs, DNS */
 
 struct event_base;
 struct evconnlistener;
@@ -26,6 +27,7 @@ struct relayd {
 	int closing;                    /* stopping: drain */
 	unsigned long serial;           /* for queue ids */
 	unsigned long sessions_started; /* for session ids */
+	long fd_limit;                  /* RLIMIT_NOFILE, 0: unknown */
 };
 
 /* smtp_session.c */

@@ -1368,6 +1368,20 @@ session_accept(struct relayd *rd, int fd, const struct sockaddr *sa, int salen)
 		refuse(fd, line);
 		return;
 	}
+	/* a session holds one descriptor per milter besides its own, and
+	 * one for deliverd from MAIL on: past what RLIMIT_NOFILE leaves, a
+	 * clean 421 now, rather than failing accept()s and milter
+	 * connections later (descriptors are handed out lowest first, so
+	 * the new one's number tells how many are in use) */
+	if (rd->fd_limit > 0 &&
+	    fd + 1 + (long)cfg->relayd.milters.n + RELAYD_FD_RESERVE >= rd->fd_limit) {
+		log_warn("refuse client=[%s]: out of descriptors (RLIMIT_NOFILE %ld)", a,
+		         rd->fd_limit);
+		snprintf(line, sizeof(line), "421 4.3.2 %s Error: too many sessions, try again later\r\n",
+		         cfg->mail_name);
+		refuse(fd, line);
+		return;
+	}
 	if (cfg->relayd.max_sessions_per_client > 0) {
 		long same = 0;
 		for (struct session *o = rd->sessions; o; o = o->next)

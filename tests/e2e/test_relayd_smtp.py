@@ -516,3 +516,38 @@ def test_listen_queue_is_relayds_own(mk):
     out = subprocess.run(["ss", "-ltnH", f"sport = :{r.port}"], capture_output=True,
                          text=True, check=True).stdout.split()
     assert out[0] == "LISTEN" and out[2] == "1024", out
+
+
+def test_out_of_descriptors_is_a_clean_421(mk, deliverd):
+    """Under a small RLIMIT_NOFILE, relayd refuses new clients with 421
+    while it can still serve the open ones (it keeps descriptors for their
+    transactions), and takes new ones again when some leave."""
+    r = mk(start=False)
+    r.prefix = ["prlimit", "--nofile=100:100"]
+    r.start()
+    r.wait_log(r"max_sessions 10000: RLIMIT_NOFILE 100 holds about 36 sessions")
+    opened, refused = [], None
+    for _ in range(100):                       # bounded: the limit is far below
+        c = r.raw(greeting=False)
+        code, lines = c.reply()
+        if code != 220:
+            refused = (code, lines)
+            c.close()
+            break
+        opened.append(c)
+    assert refused and refused[0] == 421 and "4.3.2" in refused[1][-1], refused
+    assert 10 <= len(opened) <= 36, len(opened)
+    r.wait_log(r"refuse client=\[127\.0\.0\.1\]: out of descriptors")
+    # an open session still gets its message through (LMTP needs one more)
+    c = opened[0]
+    ehlo(c)
+    assert c.cmd("MAIL FROM:<a@example.test>")[0] == 250
+    assert c.cmd("RCPT TO:<bob@example.test>")[0] == 250
+    assert c.cmd("DATA")[0] == 354
+    c.send(b"Subject: at the limit\r\n\r\nstill served\r\n.\r\n")
+    assert c.reply()[0] == 250
+    deliverd.wait_mailbox("bob")
+    for c in opened:
+        c.close()
+    # room again
+    r.raw().close()
