@@ -277,7 +277,7 @@ def test_units_content(destdir, mv):
     for d in DAEMONS:
         s = unit_settings(unitdir / f"spfgate-{d}.service")
         assert s["ExecStart"] == [f"{mv['sbindir']}/{d}"], s["ExecStart"]
-        assert s["ExecReload"][-1] == "/bin/kill -HUP $MAINPID"
+        assert s["ExecReload"][-1] == "+/bin/kill -HUP $MAINPID"
         assert set(s["CapabilityBoundingSet"][0].split()) == CAPS[d], d
         assert s["Type"] == ["exec"] and "User" not in s      # it drops root itself
         assert s["RuntimeDirectory"] == ["spfgate"]
