@@ -22,7 +22,7 @@
 enum ptype { P_STR, P_DOMAIN, P_DOMAINS, P_CIDRS, P_NAMESERVERS, P_SECONDS,
              P_BOOL, P_ACTION, P_LOG, P_LISTEN, P_LISTENS, P_PATH, P_OPTPATH,
              P_DURATION, P_COUNT, P_MODE, P_HOSTPORT, P_TLS, P_DELIM,
-             P_USERS, P_ADDRPORTS, P_MILTERS, P_DEFACT, P_MAILBOX, P_IPADDR };
+             P_USERS, P_ADDRPORTS, P_MILTERS, P_DEFACT, P_MAILBOX, P_IPADDR, P_PROCS };
 
 struct param {
 	const char *section;
@@ -67,6 +67,7 @@ static const struct param params[] = {
 	{ "relayd", "tls_key_file",    P_OPTPATH,  OFF(relayd.tls_key_file),  "" },
 	{ "relayd", "message_size_limit", P_COUNT, OFF(relayd.message_size_limit), "10240000" },
 	{ "relayd", "recipient_limit", P_COUNT,    OFF(relayd.recipient_limit), "1000" },
+	{ "relayd", "processes",       P_PROCS,    OFF(relayd.processes), "1" },
 	{ "relayd", "max_sessions",    P_COUNT,    OFF(relayd.max_sessions), "10000" },
 	{ "relayd", "max_sessions_per_client", P_COUNT, OFF(relayd.max_sessions_per_client), "50" },
 	{ "relayd", "max_errors",      P_COUNT,    OFF(relayd.max_errors), "10" },
@@ -357,6 +358,16 @@ apply(struct config *c, const struct param *p, const char *v)
 		if (*v == '\0' || *end != '\0' || m < 0 || m > 0777)
 			return "expected an octal file mode such as 0600";
 		*(int *)f = (int)m;
+		return NULL;
+	}
+	case P_PROCS: {
+		char *end;
+		long n = strtol(v, &end, 10);
+		if (strcmp(v, "auto") == 0)
+			n = 0, end = (char *)v + 4;
+		else if (*v == '\0' || *end != '\0' || n < 1 || n > 64)
+			return "expected auto (one per CPU) or 1 to 64";
+		*(long *)f = n;
 		return NULL;
 	}
 	case P_COUNT: {

@@ -51,6 +51,7 @@ struct config {
 		char *tls_cert_file, *tls_key_file;  /* "" : no STARTTLS */
 		long message_size_limit;
 		long recipient_limit;
+		long processes;              /* event loops, 0: one per CPU */
 		long max_sessions, max_sessions_per_client;
 		long max_errors;
 		long max_received_headers;

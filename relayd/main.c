@@ -24,6 +24,7 @@
 #include "log.h"
 #include "daemon.h"
 #include "privs.h"
+#include "workers.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -107,13 +108,15 @@ on_accept_error(struct evconnlistener *el, void *arg)
 	(void)el;
 }
 
+/* Bind spec: one socket per worker (SO_REUSEPORT, shared by client
+ * address), in rd->lfd[rd->naddr][...]. */
 static int
-listen_one(struct relayd *rd, const char *spec, char *err, size_t errlen)
+bind_one(struct relayd *rd, const char *spec, char *err, size_t errlen)
 {
 	struct sockaddr_storage ss;
-	int sslen = sizeof(ss), fd, one = 1;
+	int sslen = sizeof(ss), one = 1, a = rd->naddr;
 
-	if (rd->nls == RELAYD_MAX_LISTEN) {
+	if (a == RELAYD_MAX_LISTEN) {
 		snprintf(err, errlen, "too many listen addresses");
 		return -1;
 	}
@@ -122,31 +125,57 @@ listen_one(struct relayd *rd, const char *spec, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: bad listen address", spec);
 		return -1;
 	}
-	if ((fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0) {
-		snprintf(err, errlen, "%s: socket: %s", spec, strerror(errno));
-		return -1;
+	for (int w = 0; w < rd->nworkers; w++) {
+		int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			snprintf(err, errlen, "%s: socket: %s", spec, strerror(errno));
+			goto fail;
+		}
+		rd->lfd[a][w] = fd;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (rd->nworkers > 1)
+			setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+		if (ss.ss_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		if (bind(fd, (struct sockaddr *)&ss, (socklen_t)sslen) < 0 || listen(fd, 1024) < 0) {
+			snprintf(err, errlen, "%s: %s", spec, strerror(errno));
+			goto fail;
+		}
+		if (w == 0 && rd->nworkers > 1 &&
+		    workers_share_by_client(fd, ss.ss_family, rd->nworkers) < 0) {
+			snprintf(err, errlen, "%s: SO_ATTACH_REUSEPORT_CBPF: %s", spec, strerror(errno));
+			goto fail;
+		}
 	}
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (ss.ss_family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&ss, (socklen_t)sslen) < 0 || listen(fd, 1024) < 0) {
-		snprintf(err, errlen, "%s: %s", spec, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	/* backlog 0: already listening (with 1024); -1 would make libevent
-	 * call listen() again with its default of 128 */
-	rd->ls[rd->nls] = evconnlistener_new(rd->base, on_accept, rd, LEV_OPT_CLOSE_ON_FREE,
-	                                     0, fd);
-	if (rd->ls[rd->nls] == NULL) {
-		close(fd);
-		snprintf(err, errlen, "%s: cannot set up the listener", spec);
-		return -1;
-	}
-	evconnlistener_set_error_cb(rd->ls[rd->nls], on_accept_error);
-	rd->nls++;
+	rd->lspec[a] = strdup(spec);
+	rd->naddr++;
 	log_info("listening on %s", spec);
 	return 0;
+fail:
+	for (int w = 0; w < rd->nworkers; w++)
+		if (rd->lfd[a][w] >= 0) {
+			close(rd->lfd[a][w]);
+			rd->lfd[a][w] = -1;
+		}
+	return -1;
+}
+
+/* Every bound socket that is not this worker's (or all, idx -1). */
+static void
+close_others(struct relayd *rd, int idx)
+{
+	for (int a = 0; a < rd->naddr; a++)
+		for (int w = 0; w < rd->nworkers; w++)
+			if (w != idx && rd->lfd[a][w] >= 0) {
+				close(rd->lfd[a][w]);
+				rd->lfd[a][w] = -1;
+			}
+}
+
+static void
+close_listeners(struct relayd *rd)
+{
+	close_others(rd, -1);
 }
 
 static int
@@ -262,12 +291,68 @@ check_only(const char *path)
 	return 0;
 }
 
+/* One event loop: worker idx of rd->nworkers (0 of 1 without workers). */
+static int
+serve(struct relayd *rd, int idx)
+{
+	static const int sigs[] = { SIGHUP, SIGTERM, SIGINT };
+	struct event *sigev[3] = { 0 };
+	int rc = 1;
+
+	close_others(rd, idx);
+	if ((rd->base = event_base_new()) == NULL) {
+		log_err("cannot create the event loop");
+		goto out;
+	}
+	for (int a = 0; a < rd->naddr; a++) {
+		/* backlog 0: already listening (with 1024); -1 would make
+		 * libevent call listen() again with its default of 128 */
+		rd->ls[a] = evconnlistener_new(rd->base, on_accept, rd, LEV_OPT_CLOSE_ON_FREE,
+		                               0, rd->lfd[a][idx]);
+		if (rd->ls[a] == NULL) {
+			log_err("%s: cannot set up the listener", rd->lspec[a]);
+			goto out;
+		}
+		rd->lfd[a][idx] = -1;       /* the listener's now */
+		evconnlistener_set_error_cb(rd->ls[a], on_accept_error);
+		rd->nls++;
+	}
+	for (int i = 0; i < 3; i++)
+		if ((sigev[i] = evsignal_new(rd->base, sigs[i], on_signal, rd)) == NULL
+		    || event_add(sigev[i], NULL) < 0) {
+			log_err("cannot set up signal handling");
+			goto out;
+		}
+	log_info("start: config=%s mail_name=%s lmtp=%s tls=%s uid=%ld worker=%d/%d", config_path,
+	         rd->cfg->mail_name, rd->cfg->relayd.lmtp, rd->tls ? "yes" : "no",
+	         (long)geteuid(), idx + 1, rd->nworkers);
+
+	rc = event_base_dispatch(rd->base) < 0 ? 1 : 0;
+out:
+	for (int i = 0; i < rd->nls; i++)
+		evconnlistener_free(rd->ls[i]);
+	rd->nls = 0;
+	sessions_free_all(rd);
+	if (drain_ev)
+		event_free(drain_ev);
+	drain_ev = NULL;
+	for (int i = 0; i < 3; i++)
+		if (sigev[i])
+			event_free(sigev[i]);
+	if (rd->base)
+		event_base_free(rd->base);
+	rd->base = NULL;
+	if (rc == 0)
+		log_info("stop: done");
+	return rc;
+}
+
+static const struct workers_ops worker_ops = { serve, reload, close_listeners };
+
 int
 main(int argc, char **argv)
 {
 	struct relayd rd;
-	static const int sigs[] = { SIGHUP, SIGTERM, SIGINT };
-	struct event *sigev[3] = { 0 };
 	int check = 0, to_stderr = 0, c, rc = 1;
 	char err[512];
 
@@ -285,6 +370,7 @@ main(int argc, char **argv)
 		return check_only(config_path);
 
 	memset(&rd, 0, sizeof(rd));
+	memset(rd.lfd, -1, sizeof(rd.lfd));
 	if ((rd.cfg = config_new(config_path, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "%s\n", err);
 		return 2;
@@ -295,13 +381,18 @@ main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	rd.nworkers = (int)rd.cfg->relayd.processes;
+	if (rd.nworkers == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		rd.nworkers = n < 1 ? 1 : n > RELAYD_MAX_WORKERS ? RELAYD_MAX_WORKERS : (int)n;
+	}
 	daemon_raise_fd_limit();
 	{
 		struct rlimit rl;
 		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
 			rd.fd_limit = (long)rl.rlim_cur;
 			long per = 1 + (long)rd.cfg->relayd.milters.n;
-			long fit = (rd.fd_limit - RELAYD_FD_RESERVE) / per;
+			long fit = (rd.fd_limit - RELAYD_FD_RESERVE) / per * rd.nworkers;
 			if (rd.cfg->relayd.max_sessions > fit)
 				log_warn("max_sessions %ld: RLIMIT_NOFILE %ld holds about %ld sessions "
 				         "with %zu milter(s); past that, new clients get 421 "
@@ -314,12 +405,8 @@ main(int argc, char **argv)
 		log_err("%s", err);
 		goto out;
 	}
-	if ((rd.base = event_base_new()) == NULL) {
-		log_err("cannot create the event loop");
-		goto out;
-	}
 	for (size_t i = 0; i < rd.cfg->relayd.listen.n; i++)
-		if (listen_one(&rd, rd.cfg->relayd.listen.v[i], err, sizeof(err)) < 0) {
+		if (bind_one(&rd, rd.cfg->relayd.listen.v[i], err, sizeof(err)) < 0) {
 			log_err("cannot listen: %s", err);
 			goto out;
 		}
@@ -329,28 +416,19 @@ main(int argc, char **argv)
 		log_err("cannot drop privileges: %s", err);
 		goto out;
 	}
-	for (int i = 0; i < 3; i++)
-		if ((sigev[i] = evsignal_new(rd.base, sigs[i], on_signal, &rd)) == NULL
-		    || event_add(sigev[i], NULL) < 0) {
-			log_err("cannot set up signal handling");
-			goto out;
-		}
-	log_info("start: config=%s mail_name=%s lmtp=%s tls=%s uid=%ld", config_path,
-	         rd.cfg->mail_name, rd.cfg->relayd.lmtp, rd.tls ? "yes" : "no", (long)geteuid());
-
-	rc = event_base_dispatch(rd.base) < 0 ? 1 : 0;
+	if (rd.nworkers == 1)
+		rc = serve(&rd, 0);
+	else {
+		log_info("start: %d worker processes", rd.nworkers);
+		rc = workers_supervise(&rd, &worker_ops);
+		if (rc == 0)
+			log_info("stop: done");
+	}
 
 out:
-	for (int i = 0; i < rd.nls; i++)
-		evconnlistener_free(rd.ls[i]);
-	sessions_free_all(&rd);
-	if (drain_ev)
-		event_free(drain_ev);
-	for (int i = 0; i < 3; i++)
-		if (sigev[i])
-			event_free(sigev[i]);
-	if (rd.base)
-		event_base_free(rd.base);
+	close_listeners(&rd);
+	for (int a = 0; a < rd.naddr; a++)
+		free(rd.lspec[a]);
 	SSL_CTX_free(rd.tls);
 	while (retired) {
 		struct retired *r = retired;
@@ -358,8 +436,6 @@ out:
 		config_destroy(r->cfg);
 		free(r);
 	}
-	if (rc == 0)
-		log_info("stop: done");
 	config_destroy(rd.cfg);
 	return rc;
 }

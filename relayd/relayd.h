@@ -8,6 +8,7 @@
 #include "config.h"
 
 #define RELAYD_MAX_LISTEN 16
+#define RELAYD_MAX_WORKERS 64   /* [relayd] processes */
 #define RELAYD_DRAIN_S    30    /* a stop waits this long for open mail */
 #define RELAYD_FD_RESERVE 64    /* descriptors kept for transactions, logs, DNS */
 
@@ -22,6 +23,11 @@ struct relayd {
 	SSL_CTX *tls;                   /* NULL: no STARTTLS */
 	struct evconnlistener *ls[RELAYD_MAX_LISTEN];
 	int nls;
+	/* bound sockets: one per listen address and worker (SO_REUSEPORT) */
+	int lfd[RELAYD_MAX_LISTEN][RELAYD_MAX_WORKERS];
+	char *lspec[RELAYD_MAX_LISTEN];
+	int naddr;
+	int nworkers, worker;           /* this process is worker `worker` of nworkers */
 	struct session *sessions;       /* every open session */
 	long nsessions;
 	int closing;                    /* stopping: drain */

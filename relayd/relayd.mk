@@ -6,7 +6,7 @@ relayd_librelayd_a_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/relayd \
 relayd_librelayd_a_SOURCES = relayd/smtp_parse.c relayd/smtp_parse.h \
 	relayd/msgbuf.c relayd/msgbuf.h relayd/filter.c relayd/filter.h relayd/filter_milter.c \
 	relayd/lmtp_client.c relayd/lmtp_client.h relayd/msgedit.c relayd/msgedit.h \
-	relayd/smtp_handoff.c relayd/session_int.h \
+	relayd/smtp_handoff.c relayd/session_int.h relayd/workers.c relayd/workers.h \
 	relayd/smtp_session.c relayd/relayd.h
 
 sbin_PROGRAMS += relayd/relayd

@@ -342,8 +342,11 @@ new_id(struct session *s)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
+	/* the worker's number in the low part: workers never share an id */
+	unsigned long n = s->rd->nworkers > 1 ? (unsigned long)s->rd->nworkers : 1;
 	snprintf(s->id, sizeof(s->id), "%08lX%05lX", (unsigned long)ts.tv_sec,
-	         (s->rd->serial++ ^ (unsigned long)getpid() << 8) & 0xFFFFF);
+	         (((s->rd->serial++ ^ (unsigned long)getpid() << 8) * n +
+	           (unsigned long)s->rd->worker) & 0xFFFFF));
 	snprintf(s->conn.queue_id, sizeof(s->conn.queue_id), "%s", s->id);
 }
 
@@ -855,7 +858,11 @@ session_accept(struct relayd *rd, int fd, const struct sockaddr *sa, int salen)
 		refuse(fd, line);
 		return;
 	}
-	if (cfg->relayd.max_sessions > 0 && rd->nsessions >= cfg->relayd.max_sessions) {
+	/* with several workers, each takes its share of max_sessions */
+	long max = cfg->relayd.max_sessions;
+	if (rd->nworkers > 1)
+		max = (max + rd->nworkers - 1) / rd->nworkers;
+	if (max > 0 && rd->nsessions >= max) {
 		log_warn("refuse client=[%s]: max_sessions %ld reached", a, cfg->relayd.max_sessions);
 		snprintf(line, sizeof(line), "421 4.7.0 %s Error: too many sessions, try again later\r\n",
 		         cfg->mail_name);

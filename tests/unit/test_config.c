@@ -196,6 +196,16 @@ relayd_keys(void **state)
 	expect_error("[relayd]\nlisten = 127.0.0.1\n", "2: listen: expected ADDR:PORT");
 	expect_error("[relayd]\nlisten = ::1:25\n", "2: listen: expected ADDR:PORT");
 	expect_error("[relayd]\nmilter_default_action = discard\n", "2: milter_default_action: expected accept, reject or tempfail");
+	expect_error("[relayd]\nprocesses = 65\n", "2: processes: expected auto (one per CPU) or 1 to 64");
+	expect_error("[relayd]\nprocesses = 0\n", "2: processes: expected auto");
+	rc = load("[relayd]\nprocesses = auto\n", &c, err, sizeof(err));
+	if (rc != 0)
+		fail_msg("%s", err);
+	assert_int_equal(c.relayd.processes, 0);
+	config_free(&c);
+	assert_int_equal(config_load(&c, NULL, err, sizeof(err)), 0);
+	assert_int_equal(c.relayd.processes, 1);
+	config_free(&c);
 }
 
 static void
