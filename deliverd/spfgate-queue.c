@@ -124,10 +124,16 @@ cmd_list(const struct config *cfg)
 	char q[4096];
 
 	snprintf(q, sizeof(q), "%s/queue", cfg->deliverd.spool);
-	if (stat(q, &st) < 0) {
+	if (stat(q, &st) < 0 && errno == ENOENT) {
 		/* not created yet: do not make one as a side effect of looking */
 		printf("Mail queue is empty\n");
 		return 0;
+	}
+	if (access(q, R_OK | X_OK) < 0) {
+		/* never "empty" for a queue we may not see */
+		fprintf(stderr, "spfgate-queue: cannot read the queue %s: %s (it holds everyone's "
+		        "mail: only root and deliverd's user may list it)\n", q, strerror(errno));
+		return 1;
 	}
 	if ((l.spool = spool_open(cfg->deliverd.spool, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "spfgate-queue: %s\n", err);

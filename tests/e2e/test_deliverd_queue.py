@@ -346,3 +346,23 @@ def test_mixed_results_one_partial_dsn(deliverd_factory, dns_server, sink_factor
     assert len(re.findall(r"to=x@good\.test .*status=sent", log)) == 1
     assert len(re.findall(r"to=z@bad\.test .*status=bounced", log)) == 1
     assert d.messages("bob")[0]["Subject"] == "mixed bag"
+
+
+def test_queue_listing_refused_to_other_users(deliverd_factory):
+    """A user who may not read the spool is told so, never "empty"."""
+    import subprocess
+    import tempfile
+    d = deliverd_factory()
+    os.chmod(d.spool, 0o700)
+    # the configuration is readable by all, as installed; the spool is not
+    with tempfile.NamedTemporaryFile("w", suffix=".conf", dir="/tmp") as conf:
+        conf.write(d.conf.read_text())
+        conf.flush()
+        os.chmod(conf.name, 0o644)
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            str(d.queue_tool), "-c", conf.name, "list"],
+                           capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1, r
+    assert "Mail queue is empty" not in r.stdout
+    assert "cannot read the queue" in r.stderr and "Permission denied" in r.stderr, r.stderr
+    assert d.queue("list").stdout.strip() == "Mail queue is empty"    # root may
