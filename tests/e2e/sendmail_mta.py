@@ -79,8 +79,10 @@ exec "$3" -C "$d/sendmail.cf" -bD -L sm-mta
 DELIVER_SH = '''#!/bin/sh
 # Sendmail's local mailer here: one file per message and recipient
 set -e
-f=$(mktemp "{mail}/$1.XXXXXX")
+# written aside, then renamed: a reader never sees half a message
+f=$(mktemp "{mail}/.new.XXXXXX")
 cat > "$f"
+mv "$f" "{mail}/$1.${{f##*.}}"
 '''
 
 
