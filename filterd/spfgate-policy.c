@@ -102,6 +102,7 @@ main(int argc, char **argv)
 		usage();
 	if (config_load(&cfg, conf, err, sizeof(err)) < 0) {
 		fprintf(stderr, "spfgate-policy: %s\n", err);
+		config_free(&cfg);
 		return 2;
 	}
 	if (check_only) {
