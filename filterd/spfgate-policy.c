@@ -124,6 +124,7 @@ main(int argc, char **argv)
 	struct policy_client cl = { .helo = helo, .auth = auth };
 	if (ipaddr_parse(ip, &cl.ip) < 0) {
 		fprintf(stderr, "spfgate-policy: --ip: not an IP address: %s\n", ip);
+		config_free(&cfg);
 		return 2;
 	}
 
@@ -136,6 +137,7 @@ main(int argc, char **argv)
 		                      err, sizeof(err));
 	if (dns == NULL) {
 		fprintf(stderr, "spfgate-policy: %s\n", err);
+		config_free(&cfg);
 		return 2;
 	}
 
