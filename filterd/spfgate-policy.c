@@ -125,6 +125,8 @@ main(int argc, char **argv)
 	if (ipaddr_parse(ip, &cl.ip) < 0) {
 		fprintf(stderr, "spfgate-policy: --ip: not an IP address: %s\n", ip);
 		config_free(&cfg);
+		strlist_free(&zones);
+		strlist_free(&rcpts);
 		return 2;
 	}
 
@@ -138,6 +140,8 @@ main(int argc, char **argv)
 	if (dns == NULL) {
 		fprintf(stderr, "spfgate-policy: %s\n", err);
 		config_free(&cfg);
+		strlist_free(&zones);
+		strlist_free(&rcpts);
 		return 2;
 	}
 
