@@ -444,12 +444,10 @@ apply(struct config *c, const struct param *p, const char *v)
 			return "expected required, opportunistic or none";
 		return NULL;
 	case P_SECONDS: {
-		char *end;
-		long n = strtol(v, &end, 10);
-		/* Beyond a minute an MTA's milter timeout fires first. */
-		if (*v == '\0' || *end != '\0' || n < 1 || n > 60)
+		int n = config_dns_timeout(v);
+		if (n < 0)
 			return "expected a number of seconds (1..60)";
-		*(int *)f = (int)n;
+		*(int *)f = n;
 		return NULL;
 	}
 	case P_BOOL:
@@ -616,6 +614,18 @@ config_free(struct config *c)
 	strlist_free(&c->nameservers);
 	cidr_list_free(&c->relay_networks);
 	memset(c, 0, sizeof(*c));
+}
+
+int
+config_dns_timeout(const char *v)
+{
+	char *end;
+	long n = strtol(v, &end, 10);
+
+	/* Beyond a minute an MTA's milter timeout fires first. */
+	if (*v == '\0' || *end != '\0' || n < 1 || n > 60)
+		return -1;
+	return (int)n;
 }
 
 struct config *

@@ -95,6 +95,9 @@ struct config *config_new(const char *path, char *err, size_t errlen);
 void config_destroy(struct config *c);
 
 const char *spf_action_str(enum spf_action a);
+/* A dns_timeout value ("5": seconds, 1..60), or -1: the key's rule, for
+ * the tools' --dns-timeout too. */
+int config_dns_timeout(const char *v);
 /* Is this domain one of ours?  (case-insensitive, trailing dot ignored) */
 int config_is_local_domain(const struct config *c, const char *domain);
 

@@ -16,6 +16,8 @@ int strlist_add(struct strlist *l, const char *s);       /* 0 or -1 (ENOMEM) */
 /* Split on commas and white space, appending each non-empty item. */
 int strlist_split(struct strlist *l, const char *s);
 int strlist_contains_ci(const struct strlist *l, const char *s);
+/* The same strings in the same order? */
+int strlist_equal(const struct strlist *a, const struct strlist *b);
 void strlist_free(struct strlist *l);
 
 #endif

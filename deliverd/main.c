@@ -48,29 +48,11 @@ static const char *config_path = CONFIG_DEFAULT_PATH;
 static struct retired *retired;
 static struct control *ctl;
 
-static void
-usage(void)
-{
-	fprintf(stderr, "usage: deliverd [-c FILE] [-t] [-d]\n");
-	exit(2);
-}
-
 static struct dns_resolver *
 resolver(const struct config *c, char *err, size_t errlen)
 {
 	return dns_new_network((const char *const *)c->nameservers.v, c->nameservers.n,
 	                       c->dns_timeout * 1000, err, errlen);
-}
-
-static int
-same_list(const struct strlist *a, const struct strlist *b)
-{
-	if (a->n != b->n)
-		return 0;
-	for (size_t i = 0; i < a->n; i++)
-		if (strcmp(a->v[i], b->v[i]) != 0)
-			return 0;
-	return 1;
 }
 
 static void
@@ -91,7 +73,7 @@ reload(struct deliverd *d)
 		config_destroy(c);
 		return;
 	}
-	if ((!same_list(&c->nameservers, &d->cfg->nameservers)
+	if ((!strlist_equal(&c->nameservers, &d->cfg->nameservers)
 	     || c->dns_timeout != d->cfg->dns_timeout)
 	    && (dns = resolver(c, err, sizeof(err))) == NULL) {
 		log_err("reload: DNS: %s; keeping the running configuration", err);
@@ -107,7 +89,7 @@ reload(struct deliverd *d)
 		config_destroy(c);
 		return;
 	}
-	if (!same_list(&c->deliverd.listen, &d->cfg->deliverd.listen)
+	if (!strlist_equal(&c->deliverd.listen, &d->cfg->deliverd.listen)
 	    || strcmp(c->deliverd.control, d->cfg->deliverd.control) != 0
 	    || strcmp(c->deliverd.spool, d->cfg->deliverd.spool) != 0)
 		log_warn("reload: listen, control or spool changed: takes a restart");
@@ -230,20 +212,13 @@ main(int argc, char **argv)
 	struct deliverd d;
 	static const int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1 };
 	struct event *sigev[4] = { 0 };
-	int check = 0, to_stderr = 0, c, rc = 1;
+	int rc = 1;
 	char err[512];
 
-	while ((c = getopt(argc, argv, "c:tdh")) != -1) {
-		switch (c) {
-		case 'c': config_path = optarg; break;
-		case 't': check = 1; break;
-		case 'd': to_stderr = 1; break;
-		default: usage();
-		}
-	}
-	if (optind != argc)
-		usage();
-	if (check)
+	struct daemon_opts o = { .config = config_path };
+	daemon_options(argc, argv, "deliverd", &o);
+	config_path = o.config;
+	if (o.check)
 		return check_only(config_path);
 
 	memset(&d, 0, sizeof(d));
@@ -251,7 +226,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return 2;
 	}
-	if (log_open_spec("deliverd", d.cfg->log, to_stderr, err, sizeof(err)) < 0) {
+	if (log_open_spec("deliverd", d.cfg->log, o.to_stderr, err, sizeof(err)) < 0) {
 		fprintf(stderr, "deliverd: %s\n", err);
 		config_destroy(d.cfg);
 		return 2;

@@ -19,6 +19,7 @@
 #include "milter.h"
 #include "config.h"
 #include "dns.h"
+#include "daemon.h"
 #include "log.h"
 #include "privs.h"
 
@@ -52,13 +53,6 @@ static int run_done, run_rc;
 /* The listening socket libmilter opened, to wake its listener. */
 static struct sockaddr_storage listen_addr;
 static socklen_t listen_len;
-
-static void
-usage(void)
-{
-	fprintf(stderr, "usage: filterd [-c FILE] [-t] [-d]\n");
-	exit(2);
-}
 
 /* The path of a unix:/local: socket specification, or NULL. */
 static const char *
@@ -255,35 +249,28 @@ reload(const char *path)
 int
 main(int argc, char **argv)
 {
-	const char *path = CONFIG_DEFAULT_PATH, *sock;
-	int check_only = 0, to_stderr = 0, c, rc, left, sig;
+	const char *path, *sock;
+	int rc, left, sig;
 	struct milter_env *env;
 	char err[512];
 	mode_t old_mask;
 	sigset_t sigs;
 	pthread_t milter_thread, stop_thread;
 
-	while ((c = getopt(argc, argv, "c:tdh")) != -1) {
-		switch (c) {
-		case 'c': path = optarg; break;
-		case 't': check_only = 1; break;
-		case 'd': to_stderr = 1; break;
-		default: usage();
-		}
-	}
-	if (optind != argc)
-		usage();
+	struct daemon_opts o = { .config = CONFIG_DEFAULT_PATH };
+	daemon_options(argc, argv, "filterd", &o);
+	path = o.config;
 
 	if ((env = env_load(path, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "%s\n", err);
 		return 2;
 	}
-	if (check_only) {
+	if (o.check) {
 		env_discard(env);
 		return 0;
 	}
 
-	if (log_open_spec("filterd", env->cfg.log, to_stderr, err, sizeof(err)) < 0) {
+	if (log_open_spec("filterd", env->cfg.log, o.to_stderr, err, sizeof(err)) < 0) {
 		fprintf(stderr, "filterd: %s\n", err);
 		env_discard(env);
 		return 2;

@@ -143,16 +143,12 @@ main(int argc, char **argv)
 		case 't': check_only = 1; break;
 		case O_NS: strlist_add(&ns, optarg); break;
 		case O_ZONE: strlist_add(&zones, optarg); break;
-		case O_TIMEOUT: {
-			char *end;
-			long v = strtol(optarg, &end, 10);
-			if (*optarg == '\0' || *end || v < 1 || v > 60) {
+		case O_TIMEOUT:
+			if ((timeout = config_dns_timeout(optarg)) < 0) {
 				fprintf(stderr, "spfgate-dnscheck: --dns-timeout: expected seconds (1..60)\n");
 				return 2;
 			}
-			timeout = (int)v;
 			break;
-		}
 		case O_ADDRESS: {
 			struct ipaddr a;
 			if (ipaddr_parse(optarg, &a) < 0) {

@@ -53,13 +53,6 @@ static struct retired *retired;
 static struct event *drain_ev;
 static struct timespec drain_t0;
 
-static void
-usage(void)
-{
-	fprintf(stderr, "usage: relayd [-c FILE] [-t] [-d]\n");
-	exit(2);
-}
-
 SSL_CTX *
 relayd_tls_ctx(const struct config *c, char *err, size_t errlen)
 {
@@ -178,17 +171,6 @@ close_listeners(struct relayd *rd)
 	close_others(rd, -1);
 }
 
-static int
-same_list(const struct strlist *a, const struct strlist *b)
-{
-	if (a->n != b->n)
-		return 0;
-	for (size_t i = 0; i < a->n; i++)
-		if (strcmp(a->v[i], b->v[i]) != 0)
-			return 0;
-	return 1;
-}
-
 static void
 reload(struct relayd *rd)
 {
@@ -213,7 +195,7 @@ reload(struct relayd *rd)
 		config_destroy(c);
 		return;
 	}
-	if (!same_list(&c->relayd.listen, &rd->cfg->relayd.listen))
+	if (!strlist_equal(&c->relayd.listen, &rd->cfg->relayd.listen))
 		log_warn("reload: listen changed: takes a restart");
 	r->cfg = rd->cfg;
 	r->next = retired;
@@ -353,20 +335,13 @@ int
 main(int argc, char **argv)
 {
 	struct relayd rd;
-	int check = 0, to_stderr = 0, c, rc = 1;
+	int rc = 1;
 	char err[512];
 
-	while ((c = getopt(argc, argv, "c:tdh")) != -1) {
-		switch (c) {
-		case 'c': config_path = optarg; break;
-		case 't': check = 1; break;
-		case 'd': to_stderr = 1; break;
-		default: usage();
-		}
-	}
-	if (optind != argc)
-		usage();
-	if (check)
+	struct daemon_opts o = { .config = config_path };
+	daemon_options(argc, argv, "relayd", &o);
+	config_path = o.config;
+	if (o.check)
 		return check_only(config_path);
 
 	memset(&rd, 0, sizeof(rd));
@@ -375,7 +350,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return 2;
 	}
-	if (log_open_spec("relayd", rd.cfg->log, to_stderr, err, sizeof(err)) < 0) {
+	if (log_open_spec("relayd", rd.cfg->log, o.to_stderr, err, sizeof(err)) < 0) {
 		fprintf(stderr, "relayd: %s\n", err);
 		config_destroy(rd.cfg);
 		return 2;

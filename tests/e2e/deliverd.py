@@ -59,11 +59,11 @@ import smtplib
 import socket
 import subprocess
 import tempfile
-import time
 
 import pytest
 
 from conftest import poll as _poll, free_port
+from daemonproc import DaemonProcess
 
 MAIL_NAME = "mx.example.test"
 LOCAL_DOMAINS = "example.test, mx.example.test"
@@ -93,7 +93,9 @@ def write_config(path, listen, control, spool, mailbox, users_file,
     return path
 
 
-class Deliverd:
+class Deliverd(DaemonProcess):
+    name = "deliverd"
+
     def __init__(self, builddir, tmpdir, users=("alice", "bob"), aliases=None,
                  nameserver="", unix=True, inet=False, port=None,
                  binary=None, spool=None, **config):
@@ -106,6 +108,7 @@ class Deliverd:
         queue_lifetime="30s", smarthost="127.0.0.1:2525", smarthost_tls="none",
         message_size_limit=1000000, mail_name=..., local_domains=...
         """
+        super().__init__()
         self.builddir = pathlib.Path(builddir)
         self.binary = pathlib.Path(binary) if binary else self.builddir / "deliverd" / "deliverd"
         self.queue_tool = self.builddir / "deliverd" / "spfgate-queue"
@@ -144,13 +147,13 @@ class Deliverd:
             mailbox, local_users,
             aliases_file=self.aliases_file or "", nameserver=nameserver, **config)
         self.logfile = self.dir / "deliverd.log"
-        self.proc = None
-        # a command to run the daemon under, e.g. setpriv with a unit's capabilities
-        self.prefix = []
 
     # --- process control -------------------------------------------------
 
-    def _accepts(self):
+    def describe(self):
+        return f" on {self.listen}"
+
+    def ready(self):
         """True once an LMTP listener answers with a 220 greeting."""
         if self.sock:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -167,35 +170,6 @@ class Deliverd:
         finally:
             s.close()
 
-    def start(self, timeout=15):
-        if not self.binary.exists():
-            pytest.fail(f"{self.binary} not built")
-        log = open(self.logfile, "ab")
-        try:
-            self.proc = subprocess.Popen(
-                [*self.prefix, str(self.binary), "-d", "-c", str(self.conf)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True)
-        finally:
-            log.close()
-        deadline = time.monotonic() + timeout
-        while not self._accepts():
-            try:
-                # paces the polling and notices a deliverd that gave up
-                self.proc.wait(timeout=0.05)
-            except subprocess.TimeoutExpired:
-                if time.monotonic() < deadline:
-                    continue
-                self.stop()
-                raise RuntimeError(f"deliverd did not listen on {self.listen}:\n{self.log()}")
-            rc = self.proc.returncode
-            self.proc = None
-            raise RuntimeError(f"deliverd exited with {rc}:\n{self.log()}")
-        return self
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
     def _signal(self, sig):
         if not self.alive():
             raise AssertionError(f"deliverd is not running:\n{self.log()}")
@@ -206,21 +180,6 @@ class Deliverd:
 
     def flush(self):
         self._signal(signal.SIGUSR1)
-
-    def stop(self, timeout=20):
-        """SIGTERM, wait (bounded), then SIGKILL; returns the exit status."""
-        rc = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                os.kill(self.proc.pid, signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    os.kill(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait(timeout=10)
-            rc = self.proc.returncode
-            self.proc = None
-        return rc
 
     def kill(self):
         """SIGKILL at once (crash tests); returns the exit status."""
@@ -344,27 +303,6 @@ class Deliverd:
                      f"{count} message(s) in {self.mailbox(user)}\n{self.log()}")
 
     # --- log ---------------------------------------------------------------
-
-    def log(self):
-        try:
-            return self.logfile.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def wait_log(self, pattern, timeout=10):
-        """The first log line matching pattern (regex), polled, bounded."""
-        rx = re.compile(pattern)
-
-        def find():
-            for line in self.log().splitlines():
-                if rx.search(line):
-                    return line
-            return None
-        return _poll(find, timeout, f"a log line matching {pattern!r}:\n{self.log()}")
-
-    def sanitizer_reports(self):
-        return [line for line in self.log().splitlines()
-                if "Sanitizer" in line or "runtime error:" in line]
 
 
 @pytest.fixture

@@ -13,18 +13,15 @@ Socket names in the three syntaxes the peers want:
 The `filterd_factory` fixture makes them and stops them at teardown.
 """
 import os
-import re
 import shutil
-import signal
 import socket
-import subprocess
 import tempfile
-import time
 import pathlib
 
 import pytest
 
 from conftest import free_port
+from daemonproc import DaemonProcess
 
 MAIL_NAME = "mx.example.test"
 
@@ -48,10 +45,13 @@ def write_config(path, listen, nameserver="", mail_name=MAIL_NAME,
     return path
 
 
-class Filterd:
+class Filterd(DaemonProcess):
+    name = "filterd"
+
     def __init__(self, builddir, tmpdir, nameserver="", kind="unix", address=None,
                  **config):
         """address: a socket path (unix) or port (inet) to reuse; default new."""
+        super().__init__()
         self.binary = pathlib.Path(builddir) / "filterd" / "filterd"
         self.dir = pathlib.Path(tmpdir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -79,11 +79,20 @@ class Filterd:
         self.conf = write_config(self.dir / "filterd.conf", self.listen,
                                  nameserver=nameserver, **config)
         self.logfile = self.dir / "filterd.log"
-        self.proc = None
-        # a command to run the daemon under, e.g. setpriv with a unit's capabilities
-        self.prefix = []
 
-    def _accepts(self):
+    def describe(self):
+        return f" on {self.listen}"
+
+    def stop(self, timeout=None):
+        """SIGTERM, wait; returns filterd's exit status (and removes the
+        socket directory it made)."""
+        rc = super().stop(timeout)
+        if self.sockdir:
+            shutil.rmtree(self.sockdir, ignore_errors=True)
+            self.sockdir = None
+        return rc
+
+    def ready(self):
         if self.kind == "unix":
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             addr = self.path
@@ -98,74 +107,6 @@ class Filterd:
             return False
         finally:
             s.close()
-
-    def start(self, timeout=15):
-        if not self.binary.exists():
-            pytest.fail(f"{self.binary} not built")
-        log = open(self.logfile, "ab")
-        try:
-            self.proc = subprocess.Popen(
-                [*self.prefix, str(self.binary), *self.args, "-c", str(self.conf)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True)
-        finally:
-            log.close()
-        deadline = time.monotonic() + timeout
-        while not self._accepts():
-            try:
-                # paces the polling and notices a filterd that gave up
-                self.proc.wait(timeout=0.05)
-            except subprocess.TimeoutExpired:
-                if time.monotonic() < deadline:
-                    continue
-                self.stop()
-                raise RuntimeError(f"filterd did not listen on {self.listen}:\n{self.log()}")
-            raise RuntimeError(f"filterd exited with {self.proc.returncode}:\n{self.log()}")
-        return self
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def sanitizer_reports(self):
-        """AddressSanitizer/UBSan findings in the log (sanitizer builds)."""
-        return [line for line in self.log().splitlines()
-                if "Sanitizer" in line or "runtime error:" in line]
-
-    def stop(self, timeout=20):
-        """SIGTERM, wait; returns filterd's exit status."""
-        rc = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                os.kill(self.proc.pid, signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    os.kill(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait(timeout=10)
-            rc = self.proc.returncode
-            self.proc = None
-        if self.sockdir:
-            shutil.rmtree(self.sockdir, ignore_errors=True)
-            self.sockdir = None
-        return rc
-
-    def log(self):
-        try:
-            return self.logfile.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def wait_log(self, pattern, timeout=10):
-        """The first log line matching pattern (regex), polled, bounded."""
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.log().splitlines():
-                if rx.search(line):
-                    return line
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"no log line matching {pattern!r} in:\n{self.log()}")
-            time.sleep(0.05)
 
 
 @pytest.fixture

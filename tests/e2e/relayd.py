@@ -21,16 +21,15 @@ at teardown, failing the test on a sanitizer report in the log.
 """
 import os
 import pathlib
-import re
 import signal
 import smtplib
 import socket
 import subprocess
-import time
 
 import pytest
 
 from conftest import free_port
+from daemonproc import DaemonProcess
 
 MAIL_NAME = "mx.example.test"
 LOCAL_DOMAINS = "example.test, mx.example.test"
@@ -103,9 +102,13 @@ class RawClient:
         self.sock.close()
 
 
-class Relayd:
+class Relayd(DaemonProcess):
+    name = "relayd"
+    stop_timeout = 40    # a stop drains sessions for up to 30 s
+
     def __init__(self, builddir, tmpdir, lmtp=None, tls=False, port=None,
                  listen=None, binary=None, **config):
+        super().__init__()
         self.builddir = pathlib.Path(builddir)
         self.binary = pathlib.Path(binary) if binary else self.builddir / "relayd" / "relayd"
         self.dir = pathlib.Path(tmpdir)
@@ -117,9 +120,6 @@ class Relayd:
         self.host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(first, first)
         self.conf = self.dir / "relayd.conf"
         self.logfile = self.dir / "relayd.log"
-        self.proc = None
-        # a command to run the daemon under, e.g. setpriv with a unit's capabilities
-        self.prefix = []
         g = {"mail_name": MAIL_NAME, "local_domains": LOCAL_DOMAINS,
              "relay_networks": "127.0.0.1/32", "log": "stderr"}
         r = {"listen": self.listen,
@@ -138,7 +138,7 @@ class Relayd:
         lines += ["[relayd]"] + [f"{k} = {v}" for k, v in r.items()]
         self.conf.write_text("\n".join(lines) + "\n")
 
-    def _greets(self):
+    def ready(self):
         try:
             with socket.create_connection((self.host, self.port), timeout=2) as s:
                 ok = s.recv(512).startswith(b"220")
@@ -151,50 +151,8 @@ class Relayd:
         except OSError:
             return False
 
-    def start(self, timeout=15):
-        if not self.binary.exists():
-            pytest.fail(f"{self.binary} not built")
-        log = open(self.logfile, "ab")
-        try:
-            self.proc = subprocess.Popen(
-                [*self.prefix, str(self.binary), "-d", "-c", str(self.conf)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True)
-        finally:
-            log.close()
-        deadline = time.monotonic() + timeout
-        while not self._greets():
-            try:
-                self.proc.wait(timeout=0.05)
-            except subprocess.TimeoutExpired:
-                if time.monotonic() < deadline:
-                    continue
-                self.stop()
-                raise RuntimeError(f"relayd did not listen:\n{self.log()}")
-            rc = self.proc.returncode
-            self.proc = None
-            raise RuntimeError(f"relayd exited with {rc}:\n{self.log()}")
-        return self
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
     def reload(self):
         os.kill(self.proc.pid, signal.SIGHUP)
-
-    def stop(self, timeout=40):
-        rc = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                os.kill(self.proc.pid, signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    os.kill(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait(timeout=10)
-            rc = self.proc.returncode
-            self.proc = None
-        return rc
 
     def smtp(self, source=None, timeout=20):
         return smtplib.SMTP(self.host, self.port, timeout=timeout,
@@ -206,27 +164,6 @@ class Relayd:
             code, lines = c.reply()
             assert code == 220, lines
         return c
-
-    def log(self):
-        try:
-            return self.logfile.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def wait_log(self, pattern, timeout=10):
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.log().splitlines():
-                if rx.search(line):
-                    return line
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"no log line matching {pattern!r}:\n{self.log()}")
-            time.sleep(0.05)
-
-    def sanitizer_reports(self):
-        return [line for line in self.log().splitlines()
-                if "Sanitizer" in line or "runtime error:" in line]
 
 
 @pytest.fixture

@@ -94,7 +94,7 @@ def crash_run(d, n_msgs, rcpt_of, seed=1234):
             elif r == {}:
                 # deliverd is down: wait (bounded) until it listens again
                 for _ in range(200):
-                    if d.alive() and d._accepts():
+                    if d.alive() and d.ready():
                         break
                     time.sleep(0.02)
 
