@@ -6,13 +6,14 @@ Every failure mode must end in "failed" within the configured timeout,
 and the next session on the same milter must work.
 """
 import os
-import re
 import shutil
 import subprocess
 import tempfile
 import time
 
 import pytest
+
+from opendkim import opendkim_milter
 
 from badmilter import BadMilter
 from dnsserver import DnsServer
@@ -159,43 +160,11 @@ def test_filterd_two_transactions_in_one_session(builddir, filterd_factory, dns)
 # ---- opendkim ----
 
 def test_opendkim_signs(builddir, tmp_path):
-    opendkim = shutil.which("opendkim") or "/usr/sbin/opendkim"
-    genkey = shutil.which("opendkim-genkey") or "/usr/sbin/opendkim-genkey"
-    if not (os.path.exists(opendkim) and os.path.exists(genkey)):
-        pytest.fail("opendkim is not installed (apt-get install -y opendkim opendkim-tools)")
-    subprocess.run([genkey, "-D", str(tmp_path), "-d", "example.test", "-s", "sel"],
-                   check=True, timeout=60)
-    sockdir = tempfile.mkdtemp(prefix="dk", dir="/tmp")
-    sock = os.path.join(sockdir, "dkim.sock")
-    conf = tmp_path / "opendkim.conf"
-    conf.write_text(f"""Domain example.test
-Selector sel
-KeyFile {tmp_path}/sel.private
-Socket local:{sock}
-Mode s
-RequireSafeKeys false
-Canonicalization relaxed/simple
-InternalHosts 127.0.0.1
-Background no
-Syslog no
-PidFile {tmp_path}/opendkim.pid
-UserID root
-""")
-    proc = subprocess.Popen([opendkim, "-f", "-x", str(conf)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 15
-        while not os.path.exists(sock):
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "opendkim did not listen"
-            try:
-                proc.wait(timeout=0.05)
-            except subprocess.TimeoutExpired:
-                pass
+    with opendkim_milter(tmp_path) as dk:
         hdrs = (("From", " alice@example.test"), ("To", " bob@example.test"),
                 ("Subject", " signed"), ("Date", " Mon, 30 Nov 2026 01:00:00 +0000"),
                 ("Message-ID", " <1@example.test>"))
-        out, _ = miltc(builddir, "unix:" + sock, session(headers=hdrs))
+        out, _ = miltc(builddir, "unix:" + dk.sock, session(headers=hdrs))
         assert "eom accept" in out or "eom continue" in out, out
         sig = [l for l in out if l.startswith("mod ") and "DKIM-Signature:" in l]
         assert len(sig) == 1, out
@@ -204,16 +173,11 @@ UserID root
         assert "d=example.test; s=sel;" in sig[0], sig
         # the signature verifies over the message as relayd would write it
         import dkim
-        txt = "".join(re.findall(r'"([^"]*)"', (tmp_path / "sel.txt").read_text()))
+        txt = dk.dns_txt()
         field = b"DKIM-Signature:" + unescape(sig[0].split("DKIM-Signature:", 1)[1])
         msg = field + b"\r\n" + b"".join(f"{n}:{v}\r\n".encode() for n, v in hdrs)
         msg += b"\r\nhello\r\n"
         assert dkim.verify(msg, dnsfunc=lambda name, timeout=5: txt.encode()), msg
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 15)
-        proc.wait(timeout=20)
-        shutil.rmtree(sockdir, ignore_errors=True)
 
 
 # ---- badmilter ----

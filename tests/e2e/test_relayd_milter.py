@@ -11,13 +11,12 @@ import email.policy
 import os
 import re
 import shutil
-import subprocess
 import tempfile
-import time
 
 import pytest
 
 from badmilter import BadMilter
+from opendkim import opendkim_milter
 from deliverd import deliverd_factory  # noqa: F401  (fixture)
 from dnsserver import DnsServer
 from filterd import filterd_factory  # noqa: F401  (fixture)
@@ -293,40 +292,8 @@ def test_big_message_in_chunks(relayd_factory, deliverd, filterd, bad):
 # ---- opendkim ----
 
 def test_opendkim_signs_through_relayd(relayd_factory, deliverd, tmp_path):
-    opendkim = shutil.which("opendkim") or "/usr/sbin/opendkim"
-    genkey = shutil.which("opendkim-genkey") or "/usr/sbin/opendkim-genkey"
-    if not (os.path.exists(opendkim) and os.path.exists(genkey)):
-        pytest.fail("opendkim is not installed (apt-get install -y opendkim opendkim-tools)")
-    subprocess.run([genkey, "-D", str(tmp_path), "-d", "example.test", "-s", "sel"],
-                   check=True, timeout=60)
-    sockdir = tempfile.mkdtemp(prefix="dk", dir="/tmp")
-    sock = os.path.join(sockdir, "dkim.sock")
-    conf = tmp_path / "opendkim.conf"
-    conf.write_text(f"""Domain example.test
-Selector sel
-KeyFile {tmp_path}/sel.private
-Socket local:{sock}
-Mode s
-RequireSafeKeys false
-Canonicalization relaxed/simple
-InternalHosts 127.0.0.1
-Background no
-Syslog no
-PidFile {tmp_path}/opendkim.pid
-UserID root
-""")
-    proc = subprocess.Popen([opendkim, "-f", "-x", str(conf)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 15
-        while not os.path.exists(sock):
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "opendkim did not listen"
-            try:
-                proc.wait(timeout=0.05)
-            except subprocess.TimeoutExpired:
-                pass
-        r = with_milters(relayd_factory, deliverd, [f"unix:{sock}"])
+    with opendkim_milter(tmp_path) as dk:
+        r = with_milters(relayd_factory, deliverd, [f"unix:{dk.sock}"])
         msg = ("From: alice@example.test\r\nTo: bob@example.test\r\n"
                "Subject: signed by opendkim\r\nDate: Mon, 30 Nov 2026 01:00:00 +0000\r\n"
                "Message-ID: <2@example.test>\r\n\r\nhello\r\n")
@@ -343,13 +310,8 @@ UserID root
         assert b"d=example.test" in raw and b"s=sel" in raw
         # verify over the message as it landed (mbox uses LF line ends)
         import dkim
-        txt = "".join(re.findall(r'"([^"]*)"', (tmp_path / "sel.txt").read_text()))
+        txt = dk.dns_txt()
         data = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
         if data.startswith(b"From "):
             data = data.split(b"\r\n", 1)[1]
         assert dkim.verify(data, dnsfunc=lambda name, timeout=5: txt.encode()), data
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 15)
-        proc.wait(timeout=20)
-        shutil.rmtree(sockdir, ignore_errors=True)
