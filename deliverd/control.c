@@ -234,9 +234,6 @@ control_open(struct deliverd *d, char *err, size_t errlen)
 {
 	struct control *c = calloc(1, sizeof(*c));
 	const char *path = d->cfg->deliverd.control;
-	struct sockaddr_un sun;
-	struct stat st;
-	mode_t old;
 	int fd;
 
 	if (c == NULL || (c->path = strdup(path)) == NULL) {
@@ -245,31 +242,8 @@ control_open(struct deliverd *d, char *err, size_t errlen)
 		return NULL;
 	}
 	c->d = d;
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		snprintf(err, errlen, "%s: socket path too long", path);
+	if ((fd = deliverd_listen_unix(path, 0600, 16, err, errlen)) < 0)
 		goto fail;
-	}
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	memcpy(sun.sun_path, path, strlen(path) + 1);
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err, errlen, "%s exists and is not a socket", path);
-			goto fail;
-		}
-		unlink(path);   /* the spool lock already says we are the only one */
-	}
-	/* created 0600 from the start: no moment where others could connect */
-	old = umask(0177);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, 16) < 0) {
-		umask(old);
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		goto fail;
-	}
-	umask(old);
 	c->l = evconnlistener_new(d->base, ctl_accept, c, LEV_OPT_CLOSE_ON_FREE, -1, fd);
 	if (c->l == NULL) {
 		close(fd);

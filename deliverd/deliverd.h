@@ -45,6 +45,12 @@ struct lmtp_server *lmtp_listen(struct deliverd *d, char *err, size_t errlen);
 void lmtp_close(struct lmtp_server *l);
 
 /* --- control.c: the control socket (queue tool); added by part B --- */
+/* A listening unix socket (non-blocking), or -1 with err: created 0600
+ * and then given mode (no moment with wider rights than asked), a stale
+ * file replaced, one a server still answers on refused, anything that is
+ * not a socket left alone (lmtp_util.c; for LMTP and the control socket). */
+int deliverd_listen_unix(const char *path, int mode, int backlog, char *err, size_t errlen);
+
 struct control;
 struct control *control_open(struct deliverd *d, char *err, size_t errlen);
 void control_close(struct control *c);

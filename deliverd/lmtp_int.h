@@ -72,10 +72,8 @@ int lmtp_split_path(const char *arg, char *buf, size_t len, const char **params)
  * case hex digits, a byte outside 33..126, "=") or out is too small.
  * The value may contain any byte, NUL included: the caller checks. */
 ssize_t lmtp_xtext_decode(const char *in, size_t n, char *out, size_t outlen);
-/* Listening sockets (non-blocking), or -1 with err: a unix socket (mode
- * 0666; a stale file replaced, one in use refused) or inet[6]:PORT@ADDR
- * (loopback when no address is given). */
-int lmtp_listen_unix(const char *path, char *err, size_t errlen);
+/* A listening TCP socket (non-blocking), or -1 with err: inet[6]:PORT@ADDR
+ * (loopback when no address is given).  Unix sockets: deliverd.h. */
 int lmtp_listen_inet(const char *spec, char *err, size_t errlen);
 
 #endif

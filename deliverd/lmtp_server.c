@@ -82,7 +82,7 @@ lmtp_listen(struct deliverd *d, char *err, size_t errlen)
 		}
 		if (strncmp(spec, "unix:", 5) == 0 || strncmp(spec, "local:", 6) == 0)
 			path = strchr(spec, ':') + 1;
-		fd = path ? lmtp_listen_unix(path, err, errlen) : lmtp_listen_inet(spec, err, errlen);
+		fd = path ? deliverd_listen_unix(path, 0666, 1024, err, errlen) : lmtp_listen_inet(spec, err, errlen);
 		if (fd < 0)
 			goto fail;
 		l->ls[l->nls] = evconnlistener_new(d->base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE,

@@ -4,6 +4,7 @@
  * parameter values, and opening the listening sockets.
  */
 #include "lmtp_int.h"
+#include "deliverd.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -118,10 +119,11 @@ lmtp_xtext_decode(const char *in, size_t n, char *out, size_t outlen)
 }
 
 int
-lmtp_listen_unix(const char *path, char *err, size_t errlen)
+deliverd_listen_unix(const char *path, int mode, int backlog, char *err, size_t errlen)
 {
 	struct sockaddr_un sun;
 	struct stat st;
+	mode_t old;
 	int fd;
 
 	if (strlen(path) >= sizeof(sun.sun_path)) {
@@ -146,9 +148,11 @@ lmtp_listen_unix(const char *path, char *err, size_t errlen)
 		}
 		unlink(path);   /* stale: left by a deliverd that died */
 	}
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0
-	    || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0
-	    || chmod(path, 0666) < 0 || listen(fd, 1024) < 0) {
+	old = umask(0177);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	int bound = fd >= 0 && bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0;
+	umask(old);
+	if (!bound || chmod(path, (mode_t)mode) < 0 || listen(fd, backlog) < 0) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);

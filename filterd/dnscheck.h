@@ -83,6 +83,10 @@ int dc_finish(struct dnscheck *c);
 /* DNS with the run's deadline bookkeeping (dnscheck_checks.c): once a
  * query runs into the timeout, the servers are taken for dead and every
  * later query fails at once. */
+/* Monotonic milliseconds; a temporary failure that took (nearly) the
+ * whole dns_timeout since t0 marks the server dead: no more queries. */
+long dc_clock_ms(void);
+void dc_timed_out(struct dnscheck *c, long t0);
 enum dns_status dc_query(struct dnscheck *c, const char *name, uint16_t type,
                          struct dns_answer *out);
 /* Text for a failed lookup: "no such domain", "no answer within 5s", ... */

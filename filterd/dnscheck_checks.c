@@ -24,14 +24,21 @@
 #include <strings.h>
 #include <time.h>
 
-static long
-now_ms(void)
+long
+dc_clock_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+void
+dc_timed_out(struct dnscheck *c, long t0)
+{
+	/* a fast SERVFAIL is one broken zone; a timeout is the server */
+	if (dc_clock_ms() - t0 >= (long)c->timeout_ms * 9 / 10)
+		c->dead = 1;
+}
 enum dns_status
 dc_query(struct dnscheck *c, const char *name, uint16_t type, struct dns_answer *out)
 {
@@ -40,11 +47,10 @@ dc_query(struct dnscheck *c, const char *name, uint16_t type, struct dns_answer 
 		out->status = DNS_TEMPFAIL;
 		return DNS_TEMPFAIL;
 	}
-	long t0 = now_ms();
+	long t0 = dc_clock_ms();
 	enum dns_status st = dns_query(c->dns, name, type, 0, out);
-	/* a fast SERVFAIL is one broken zone; a timeout is the server */
-	if (st == DNS_TEMPFAIL && now_ms() - t0 >= (long)c->timeout_ms * 9 / 10)
-		c->dead = 1;
+	if (st == DNS_TEMPFAIL)
+		dc_timed_out(c, t0);
 	if (st == DNS_TEMPFAIL)
 		c->failed++;
 	else

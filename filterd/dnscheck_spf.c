@@ -43,14 +43,6 @@ fetch_records(struct dnscheck *c, const char *domain, struct strlist *recs)
 	return st;
 }
 
-static long
-now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Evaluate every path; mark the mechanisms of those that do not pass.
  * Returns the worst kind of failure: 0 all pass, 1 a plain non-pass,
  * 2 temperror, 3 permerror. */
@@ -70,10 +62,10 @@ evaluate_paths(struct dnscheck *c, const char *domain, unsigned char *missing)
 		struct spf_verdict v;
 		char a[INET6_ADDRSTRLEN], check[INET6_ADDRSTRLEN + 40];
 
-		long t0 = now_ms();
+		long t0 = dc_clock_ms();
 		spf_check(c->dns, &req, &v);
-		if (v.result == SPF_RES_TEMPERROR && now_ms() - t0 >= (long)c->timeout_ms * 9 / 10)
-			c->dead = 1;
+		if (v.result == SPF_RES_TEMPERROR)
+			dc_timed_out(c, t0);
 		snprintf(check, sizeof(check), "SPF for %s (%s)", ipaddr_format(&p->ip, a, sizeof(a)),
 		         p->what);
 		dc_line(c, v.result == SPF_RES_PASS ? DC_OK : DC_FAIL, domain, check, "%s (%s)",

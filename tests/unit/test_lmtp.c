@@ -16,6 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "deliverd.h"
 #include "lmtp_int.h"
 
 static char *
@@ -102,24 +103,24 @@ listen_unix(void **state)
 	(void)state;
 	assert_non_null(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/s", dir);
-	fd = lmtp_listen_unix(path, err, sizeof(err));
+	fd = deliverd_listen_unix(path, 0666, 1024, err, sizeof(err));
 	assert_true(fd >= 0);
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0666);
 	assert_int_equal(connect_unix(path), 0);
 	/* in use: refused, and the live socket left alone */
-	assert_int_equal(lmtp_listen_unix(path, err, sizeof(err)), -1);
+	assert_int_equal(deliverd_listen_unix(path, 0666, 1024, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "in use"));
 	close(fd);
 	/* stale (nobody listening): replaced */
-	fd2 = lmtp_listen_unix(path, err, sizeof(err));
+	fd2 = deliverd_listen_unix(path, 0666, 1024, err, sizeof(err));
 	assert_true(fd2 >= 0);
 	assert_int_equal(connect_unix(path), 0);
 	close(fd2);
 	unlink(path);
 	/* a file that is not a socket is never removed */
 	fclose(fopen(path, "w"));
-	assert_int_equal(lmtp_listen_unix(path, err, sizeof(err)), -1);
+	assert_int_equal(deliverd_listen_unix(path, 0666, 1024, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "not a socket"));
 	assert_int_equal(stat(path, &st), 0);
 	unlink(path);
